@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": (
         "solo_fgsynth.launch",
         "pretrain",
-        "pretrain any solo-learn method from a hydra config (--config-path, --config-name, overrides)",
+        "pretrain any solo-learn method from a hydra config (--config-path, --config-name)",
     ),
     "linear": (
         "solo_fgsynth.launch",
@@ -31,7 +31,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "compare fgsynth with stock byol/simclr on equal budgets (presets: quick, full)",
     ),
-    "zoo": ("solo_fgsynth.zoo.cli", "main", "list, inspect, download and export pretrained weights"),
+    "zoo": (
+        "solo_fgsynth.zoo.cli",
+        "main",
+        "list, inspect, download and export pretrained weights",
+    ),
 }
 
 
@@ -53,7 +57,7 @@ def _resolve(name: str) -> Callable[[list[str]], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand and return its exit code; a missing solo-learn is a message, not a trace."""
+    """Run one subcommand, return its exit code; a missing solo-learn is a message, not a trace."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
     if not argv or argv[0] not in COMMANDS:

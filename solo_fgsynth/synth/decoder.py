@@ -1,0 +1,76 @@
+"""A small upsampling conv decoder from pooled features back to an image at the crop size."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MIN_BASE, MAX_BASE = 4, 7
+
+
+def decoder_plan(crop_size: int) -> tuple[int, int]:
+    """``(base, doublings)`` with ``base * 2**doublings == crop_size``; ValueError otherwise.
+
+    Supported sizes are ``b * 2**n`` with ``b`` in 4..7 and ``n >= 2``: 16, 20, ..., 32, 64,
+    96, 224 and so on.
+    """
+    if isinstance(crop_size, int) and not isinstance(crop_size, bool) and crop_size > 0:
+        base, doublings = crop_size, 0
+        while base % 2 == 0 and base > MAX_BASE:
+            base //= 2
+            doublings += 1
+        if MIN_BASE <= base <= MAX_BASE and doublings >= 2:
+            return base, doublings
+    raise ValueError(
+        f"crop_size={crop_size!r} is not supported by the decoder: allowed are b * 2**n with "
+        f"b in {MIN_BASE}..{MAX_BASE} and n >= 2 (e.g. 32, 64, 96, 224)"
+    )
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    # GroupNorm keeps each decoded image independent of the rest of the batch.
+    return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels)
+
+
+class FeatureDecoder(nn.Module):
+    """``D: z -> image``: a linear map to a ``base x base`` grid, then upsample-conv stages.
+
+    The output is unbounded, in the normalized input space of the views it reconstructs.
+    """
+
+    def __init__(
+        self, feature_dim: int, crop_size: int, width: int = 64, out_channels: int = 3
+    ) -> None:
+        super().__init__()
+        self.base, doublings = decoder_plan(crop_size)
+        self.crop_size = crop_size
+        channels = [max(width, width * 4 // 2**stage) for stage in range(doublings + 1)]
+        self.project = nn.Linear(feature_dim, channels[0] * self.base * self.base)
+        self.stem = nn.Sequential(_norm(channels[0]), nn.ReLU(inplace=True))
+        stages: list[nn.Module] = []
+        for c_in, c_out in itertools.pairwise(channels):
+            stages += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+                _norm(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Conv2d(channels[-1], out_channels, kernel_size=3, padding=1)
+        self.channels = channels
+
+    def forward(self, features: Tensor) -> Tensor:
+        grid = self.project(features).view(-1, self.channels[0], self.base, self.base)
+        return self.head(self.stages(self.stem(grid)))
+
+
+def reconstruction_loss(decoded: Tensor, target: Tensor) -> Tensor:
+    """``L_R``: mean squared error between decoded images and the (normalized) views."""
+    if decoded.shape != target.shape:
+        raise ValueError(
+            f"decoded images {tuple(decoded.shape)} and targets {tuple(target.shape)} differ: "
+            "the decoder's crop_size must match the views it reconstructs"
+        )
+    return F.mse_loss(decoded, target)

@@ -1,0 +1,143 @@
+"""Selection of non-discriminative dims and their perturbation; knob validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from solo_fgsynth.synth import (
+    FGSynthConfig,
+    lowest_fraction_mask,
+    partner_indices,
+    perturb_features,
+    select_dimensions,
+)
+
+VARIANCE = torch.tensor([0.1, 5.0, 0.2, 4.0, 3.0, 0.3, 2.0, 1.0])
+IMPORTANCE = torch.tensor([9.0, -1.0, 8.0, -2.0, 7.0, 6.0, 5.0, 0.0])
+
+
+def test_lowest_fraction_mask_picks_the_lowest_scores() -> None:
+    assert lowest_fraction_mask(VARIANCE, 0.25).nonzero().flatten().tolist() == [0, 2]
+    assert int(lowest_fraction_mask(VARIANCE, 0.0).sum()) == 0
+    assert int(lowest_fraction_mask(VARIANCE, 1.0).sum()) == 8
+
+
+@pytest.mark.parametrize(
+    ("criterion", "combine", "expected"),
+    [
+        ("variance", "union", [0, 2, 5]),
+        ("gradcam", "union", [1, 3, 7]),
+        ("both", "union", [0, 1, 2, 3, 5, 7]),
+        ("both", "intersection", []),
+    ],
+)
+def test_criteria_and_combination(criterion: str, combine: str, expected: list[int]) -> None:
+    selection = select_dimensions(
+        VARIANCE,
+        IMPORTANCE,
+        var_fraction=0.375,
+        cam_fraction=0.375,
+        criterion=criterion,
+        combine=combine,
+    )
+    assert selection.mask.nonzero().flatten().tolist() == expected
+    assert selection.size == len(expected)
+    assert selection.overlap == 0.0
+
+
+def test_overlap_is_the_jaccard_index_of_the_two_proposals() -> None:
+    importance = -VARIANCE  # lowest importance = highest variance: disjoint proposals
+    importance[0] = -100.0  # dim 0 is now proposed by both
+    selection = select_dimensions(VARIANCE, importance, var_fraction=0.25, cam_fraction=0.25)
+    # variance proposes {0, 2}; Grad-CAM proposes {0, 1}: |{0}| / |{0, 1, 2}|
+    assert selection.overlap == pytest.approx(1 / 3)
+
+
+def test_random_selection_has_the_size_of_the_criteria_selection() -> None:
+    generator = torch.Generator().manual_seed(3)
+    for combine in ("union", "intersection"):
+        reference = select_dimensions(
+            VARIANCE, IMPORTANCE, var_fraction=0.5, cam_fraction=0.5, combine=combine
+        )
+        control = select_dimensions(
+            VARIANCE,
+            IMPORTANCE,
+            var_fraction=0.5,
+            cam_fraction=0.5,
+            combine=combine,
+            criterion="random",
+            generator=generator,
+        )
+        assert control.size == reference.size
+
+
+def test_perturbation_keeps_unselected_dims_bit_identical_and_changes_selected_ones() -> None:
+    features = torch.randn(6, 8)
+    mask = torch.tensor([True, False, True, False, False, True, False, False])
+    for mode, strength in (("noise", 1.0), ("shuffle", 1.0), ("interpolate", 0.8)):
+        perturbed = perturb_features(
+            features, mask, mode=mode, strength=strength, std=torch.ones(8)
+        )
+        assert torch.equal(perturbed[:, ~mask], features[:, ~mask]), mode
+        assert (perturbed[:, mask] != features[:, mask]).all(), mode
+
+
+def test_shuffle_takes_the_values_of_another_sample() -> None:
+    features = torch.arange(12.0).reshape(4, 3)
+    mask = torch.tensor([False, True, False])
+    perturbed = perturb_features(features, mask, mode="shuffle", strength=1.0)
+    donors = perturbed[:, 1]
+    assert sorted(donors.tolist()) == sorted(features[:, 1].tolist())
+    assert (donors != features[:, 1]).all()
+
+
+def test_noise_is_scaled_by_the_tracked_std() -> None:
+    features = torch.zeros(20000, 2)
+    mask = torch.tensor([True, True])
+    perturbed = perturb_features(
+        features, mask, mode="noise", strength=0.5, std=torch.tensor([1.0, 4.0])
+    )
+    assert perturbed.std(dim=0).tolist() == pytest.approx([0.5, 2.0], rel=0.03)
+
+
+def test_partner_indices_is_a_derangement() -> None:
+    for size in (2, 3, 10):
+        partners = partner_indices(size)
+        assert sorted(partners.tolist()) == list(range(size))
+        assert (partners != torch.arange(size)).all()
+    with pytest.raises(ValueError, match="batch_size=1"):
+        partner_indices(1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"var_fraction": 1.5},
+            r"var_fraction=1\.5 is out of range: allowed is a number in \[0, 1\]",
+        ),
+        ({"cam_fraction": -0.1}, r"cam_fraction=-0\.1 is out of range"),
+        ({"synth_fraction": 2}, r"synth_fraction=2 is out of range"),
+        ({"criterion": "entropy"}, r"criterion='entropy' is not supported: allowed are both, "),
+        ({"combine": "xor"}, r"combine='xor' is not supported: allowed are union, intersection"),
+        ({"perturbation": "blur"}, r"perturbation='blur' is not supported"),
+        ({"strength": 0.0}, r"strength=0\.0 is out of range for perturbation 'noise'"),
+        ({"perturbation": "shuffle", "strength": 1.5}, r"allowed is \(0, 1\]"),
+        ({"alpha": -1.0}, r"alpha=-1\.0 is out of range"),
+        ({"ema_momentum": 1.0}, r"ema_momentum=1\.0 is out of range: allowed is \[0, 1\)"),
+        ({"synth_start_epoch": -1}, r"synth_start_epoch=-1 is out of range"),
+        ({"decoder_width": 4}, r"decoder_width=4 is out of range: allowed is an integer >= 8"),
+        ({"synth_grad_to_decoder": "yes"}, r"synth_grad_to_decoder='yes' is not a boolean"),
+    ],
+)
+def test_bad_knobs_raise_value_errors_naming_value_and_range(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FGSynthConfig(**kwargs)
+
+
+def test_unknown_perturbation_mode_in_the_function_is_rejected() -> None:
+    with pytest.raises(ValueError, match="perturbation='swap'"):
+        perturb_features(
+            torch.randn(2, 3), torch.ones(3, dtype=torch.bool), mode="swap", strength=1
+        )
