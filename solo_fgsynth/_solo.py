@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 
 SOLO_INSTALL_HELP = """\
 solo-learn is not installed. It has no usable PyPI release, so install it from its repository:
@@ -23,12 +23,11 @@ class SoloLearnMissingError(ImportError):
 
 
 def solo_available() -> bool:
-    """True when solo-learn's ``solo`` package can be imported."""
+    """True when solo-learn's ``solo`` package is installed (found without importing it)."""
     try:
-        importlib.import_module("solo")
-    except ImportError:
+        return importlib.util.find_spec("solo") is not None
+    except (ImportError, ValueError):  # ValueError: ``sys.modules["solo"]`` is None (hidden)
         return False
-    return True
 
 
 def require_solo() -> None:

@@ -1,0 +1,174 @@
+"""``solo-fgsynth benchmark``: fgsynth against stock BYOL/SimCLR on equal budgets.
+
+Each (method, seed) cell is pretrained and evaluated in its own process (see
+:mod:`solo_fgsynth.benchmark.cell`); finished cells are reused unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from solo_fgsynth._solo import require_solo
+from solo_fgsynth.benchmark.cell import write_json_atomic
+from solo_fgsynth.benchmark.report import (
+    gradcam_panel,
+    markdown_table,
+    overheads,
+    plot_accuracy,
+    plot_losses,
+    summarize,
+)
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "scripts" / "benchmark"
+
+
+def _preset_path(preset: str) -> Path:
+    is_file = Path(preset).suffix in (".yaml", ".yml")
+    candidate = Path(preset) if is_file else PRESET_DIR / f"{preset}.yaml"
+    if candidate.is_file():
+        return candidate
+    available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    raise SystemExit(
+        f"benchmark preset {preset!r} not found (looked for {candidate}); "
+        f"available presets: {', '.join(available) or 'none'}, or pass a .yaml path"
+    )
+
+
+def plan_cells(preset: dict[str, Any], seeds: list[int], ablations: list[str]) -> list[dict]:
+    """Every (method or ablation, seed) cell of the comparison, with identical overrides."""
+    config_path = (Path(preset["config_path"])).expanduser()
+    if not config_path.is_absolute():
+        config_path = PRESET_DIR.parents[1] / config_path
+    known = preset.get("ablations", {})
+    unknown = [name for name in ablations if name not in known]
+    if unknown:
+        raise SystemExit(
+            f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}"
+        )
+    entries = [(method, method, None, []) for method in preset["methods"]]
+    for name in ablations:
+        for base in preset["ablation_methods"]:
+            entries.append((f"{base}-{name}", base, name, list(known[name])))
+    cells = []
+    for cell, method, ablation, extra in entries:
+        for seed in seeds:
+            cells.append(
+                {
+                    "cell": cell,
+                    "method": method,
+                    "ablation": ablation,
+                    "seed": seed,
+                    "config_path": str(config_path),
+                    "config_name": method,
+                    "overrides": [*preset.get("overrides", []), *extra],
+                    "eval": dict(preset["eval"]),
+                }
+            )
+    return cells
+
+
+class CellFailedError(RuntimeError):
+    """A cell's process exited with an error; the message holds its log's tail and path."""
+
+
+def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
+    spec_path = Path(spec["cell_dir"]) / "spec.json"
+    write_json_atomic(spec_path, spec)
+    with open(log_path, "w") as log:
+        completed = subprocess.run(
+            [sys.executable, "-m", "solo_fgsynth.benchmark.cell", str(spec_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            check=False,
+        )
+    if completed.returncode != 0:
+        tail = log_path.read_text().splitlines()[-15:]
+        raise CellFailedError(
+            f"cell {spec['cell']} seed {spec['seed']} failed (exit {completed.returncode}); "
+            f"log: {log_path}\n" + "\n".join(tail)
+        )
+
+
+def run_benchmark(
+    preset_path: Path, out_dir: Path, seeds: list[int] | None, ablations: list[str], force: bool
+) -> dict[str, Any]:
+    """Run (or reuse) every cell, then write results.json, results.md and the figures."""
+    preset = OmegaConf.to_container(OmegaConf.load(preset_path), resolve=True)
+    seeds = seeds if seeds is not None else list(preset["seeds"])
+    cells = plan_cells(preset, seeds, ablations)
+    records = []
+    progress = tqdm(cells, desc="benchmark", unit="cell")
+    for spec in progress:
+        cell_dir = out_dir / "cells" / f"{spec['cell']}-seed{spec['seed']}"
+        spec["cell_dir"] = str(cell_dir)
+        result_path = cell_dir / "result.json"
+        progress.set_postfix_str(f"{spec['cell']} seed {spec['seed']}")
+        if force or not result_path.is_file():
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            _run_cell_process(spec, cell_dir / "log.txt")
+        records.append(json.loads(result_path.read_text()))
+    summary = summarize(records)
+    pairs = dict(preset.get("overhead_pairs", {}))
+    ratios = overheads(summary, pairs)
+    results = {
+        "preset": preset_path.name,
+        "settings": preset,
+        "seeds": seeds,
+        "ablations": ablations,
+        "summary": summary,
+        "overhead": ratios,
+        "runs": records,
+    }
+    write_json_atomic(out_dir / "results.json", results)
+    table = markdown_table(summary, ratios)
+    (out_dir / "results.md.tmp").write_text(table)
+    os.replace(out_dir / "results.md.tmp", out_dir / "results.md")
+    plot_accuracy(summary, out_dir / "accuracy.png")
+    plot_losses(records, out_dir / "losses.png")
+    first_seed = {
+        r["cell"]: out_dir / "cells" / f"{r['cell']}-seed{seeds[0]}" / "gradcam.png"
+        for r in records
+    }
+    gradcam_panel(first_seed, out_dir / "gradcam.png")
+    print(table)
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """Parse the benchmark's arguments and run it."""
+    parser = argparse.ArgumentParser(
+        prog="solo-fgsynth benchmark",
+        description="Pretrain stock byol/simclr and fgsynth on identical budgets and compare "
+        "linear probe, kNN and leave-one-out retrieval, with step time and peak memory.",
+    )
+    parser.add_argument("--preset", default="quick", help="quick, full, or a preset .yaml path")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override seeds")
+    parser.add_argument(
+        "--ablations",
+        nargs="*",
+        default=[],
+        help="extra fgsynth cells: variance, gradcam, random, no_pairs",
+    )
+    parser.add_argument("--force", action="store_true", help="re-run finished cells")
+    args = parser.parse_args(argv)
+    require_solo()
+    preset_path = _preset_path(args.preset)
+    out_dir = args.out or Path("results") / preset_path.stem
+    try:
+        run_benchmark(preset_path, out_dir, args.seeds, args.ablations, args.force)
+    except CellFailedError as error:
+        print(f"solo-fgsynth benchmark: {error}", file=sys.stderr)
+        return 1
+    print(f"results written to {out_dir}")
+    return 0

@@ -1,0 +1,101 @@
+"""Frozen-feature evaluation: linear probe, weighted kNN, and leave-one-out retrieval (LCR)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_pair(features: Tensor, labels: Tensor) -> None:
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(
+            f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match: "
+            "expected (N, D) and (N,)"
+        )
+
+
+def retrieval_metrics(features: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Leave-one-out retrieval with cosine similarity: top-k hit rates and mAP, in percent.
+
+    Every sample queries all the others; top-k counts a query as a hit when one of its
+    ``k`` nearest has the query's label; mAP averages, over queries with at least one
+    relevant item, the precision at each relevant item's rank.
+    """
+    _check_pair(features, labels)
+    if features.shape[0] < 2:
+        raise ValueError("retrieval needs at least 2 samples")
+    normalized = F.normalize(features.double(), dim=1)
+    similarity = normalized @ normalized.T
+    similarity.fill_diagonal_(float("-inf"))
+    order = similarity.argsort(dim=1, descending=True)[:, :-1]  # drop the query itself
+    relevant = (labels[order] == labels[:, None]).double()
+    result = {f"retrieval_top{k}": 100.0 * relevant[:, :k].amax(dim=1).mean().item() for k in ks}
+    hits = relevant.cumsum(dim=1)
+    ranks = torch.arange(1, relevant.shape[1] + 1, dtype=torch.double)
+    num_relevant = relevant.sum(dim=1)
+    has_relevant = num_relevant > 0
+    average_precision = (relevant * hits / ranks).sum(dim=1)[has_relevant] / num_relevant[
+        has_relevant
+    ]
+    result["retrieval_map"] = 100.0 * average_precision.mean().item()
+    return result
+
+
+def knn_top1(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Top-1 (percent) of a cosine kNN with ``exp(sim / T)`` weighted votes, as in solo-learn."""
+    _check_pair(train_features, train_labels)
+    _check_pair(test_features, test_labels)
+    if k < 1:
+        raise ValueError(f"k={k} is out of range: allowed is an integer >= 1")
+    k = min(k, train_features.shape[0])
+    similarity = F.normalize(test_features, dim=1) @ F.normalize(train_features, dim=1).T
+    top_similarity, top_index = similarity.topk(k, dim=1)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    votes = torch.zeros(test_features.shape[0], num_classes, dtype=similarity.dtype)
+    votes.scatter_add_(1, train_labels[top_index], (top_similarity / temperature).exp())
+    return 100.0 * (votes.argmax(dim=1) == test_labels).double().mean().item()
+
+
+def linear_probe_top1(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    epochs: int = 200,
+    weight_decay: float = 1e-4,
+) -> float:
+    """Top-1 (percent) of a softmax classifier fit on frozen, standardized features.
+
+    Full-batch L-BFGS on the training features: deterministic and seconds on CPU.
+    """
+    _check_pair(train_features, train_labels)
+    _check_pair(test_features, test_labels)
+    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
+    train_x, test_x = (train_features - mean) / std, (test_features - mean) / std
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    classifier = torch.nn.Linear(train_x.shape[1], num_classes)
+    torch.nn.init.zeros_(classifier.weight)
+    torch.nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.LBFGS(
+        classifier.parameters(), max_iter=epochs, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(classifier(train_x), train_labels)
+        loss = loss + weight_decay * classifier.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predictions = classifier(test_x).argmax(dim=1)
+    return 100.0 * (predictions == test_labels).double().mean().item()

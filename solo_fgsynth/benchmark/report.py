@@ -1,0 +1,125 @@
+"""Aggregating cell results: results.json, a markdown table, plots and Grad-CAM panels."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+METRICS = ("linear_top1", "knn_top1", "retrieval_top1", "retrieval_top5", "retrieval_map")
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of every metric, step time and peak memory, per cell."""
+    by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_cell[record["cell"]].append(record)
+    summary = {}
+    for cell, runs in by_cell.items():
+        entry = {name: _mean_std([r["metrics"][name] for r in runs]) for name in METRICS}
+        entry["step_time_s"] = _mean_std([r["step_time_s"] for r in runs])
+        entry["peak_memory_mb"] = _mean_std([r["peak_memory_mb"] for r in runs])
+        summary[cell] = entry
+    return summary
+
+
+def overheads(summary: dict[str, Any], pairs: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Step-time and peak-memory ratios of each fgsynth cell to its stock base."""
+    ratios = {}
+    for cell, stock in pairs.items():
+        if cell in summary and stock in summary:
+            ratios[f"{cell}/{stock}"] = {
+                key: summary[cell][key]["mean"] / summary[stock][key]["mean"]
+                for key in ("step_time_s", "peak_memory_mb")
+            }
+    return ratios
+
+
+def markdown_table(summary: dict[str, Any], ratios: dict[str, dict[str, float]]) -> str:
+    """The results as a markdown table (mean ± std over seeds), then the overhead ratios."""
+    header = ["method", *METRICS, "step time (s)", "peak mem (MB)", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cell, entry in summary.items():
+        cells = [f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}" for m in METRICS]
+        lines.append(
+            f"| {cell} | "
+            + " | ".join(cells)
+            + f" | {entry['step_time_s']['mean']:.3f} | {entry['peak_memory_mb']['mean']:.0f}"
+            + f" | {entry['linear_top1']['n']} |"
+        )
+    if ratios:
+        lines += ["", "| overhead | step time ratio | peak memory ratio |", "|---|---|---|"]
+        for name, ratio in ratios.items():
+            lines.append(f"| {name} | {ratio['step_time_s']:.2f} | {ratio['peak_memory_mb']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
+    """Grouped bars of each metric per method, with std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(summary)
+    width = 0.8 / max(len(cells), 1)
+    figure, axis = plt.subplots(figsize=(2 + 1.6 * len(METRICS), 4))
+    for offset, cell in enumerate(cells):
+        positions = np.arange(len(METRICS)) + offset * width
+        means = [summary[cell][m]["mean"] for m in METRICS]
+        stds = [summary[cell][m]["std"] for m in METRICS]
+        axis.bar(positions, means, width, yerr=stds, capsize=3, label=cell)
+    axis.set_xticks(np.arange(len(METRICS)) + width * (len(cells) - 1) / 2, METRICS)
+    axis.set_ylabel("percent")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
+    """Per-step base SSL loss of every run (the stock method's own loss term)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for record in records:
+        curve = record["base_losses"] or record["losses"]
+        axis.plot(curve, label=f"{record['cell']} s{record['seed']}", linewidth=1)
+    axis.set_xlabel("step")
+    axis.set_ylabel("base SSL loss")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def gradcam_panel(rows: dict[str, Path], path: Path) -> None:
+    """Stack each cell's Grad-CAM strip into one image, one labelled row per cell."""
+    from PIL import ImageDraw
+
+    strips = {cell: Image.open(p).convert("RGB") for cell, p in rows.items() if p.exists()}
+    if not strips:
+        return
+    label_width = 140
+    width = label_width + max(s.width for s in strips.values())
+    height = sum(s.height for s in strips.values())
+    panel = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(panel)
+    top = 0
+    for cell, strip in strips.items():
+        panel.paste(strip, (label_width, top))
+        draw.text((4, top + strip.height // 2 - 5), cell, fill="black")
+        top += strip.height
+    panel.save(path)

@@ -1,0 +1,121 @@
+"""The benchmark end to end at toy size (needs solo-learn), and its planning and reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from solo_fgsynth.benchmark import main, plan_cells
+from solo_fgsynth.benchmark.report import markdown_table, overheads, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOY_PRESET = {
+    "config_path": str(REPO / "scripts" / "pretrain" / "fgmarks"),
+    "methods": ["byol", "fgsynth_byol"],
+    "seeds": [0],
+    "overrides": [
+        "max_epochs=1",
+        "optimizer.batch_size=8",
+        "data.num_workers=0",
+        "++data.fgmarks.num_classes=4",
+        "++data.fgmarks.image_size=32",
+        "++data.fgmarks.train_per_class=4",
+        "++data.fgmarks.val_per_class=2",
+        "accelerator=cpu",
+        "devices=1",
+        "method_kwargs.proj_hidden_dim=32",
+        "method_kwargs.pred_hidden_dim=32",
+        "++method_kwargs.synth_start_epoch=0",
+    ],
+    "ablation_methods": ["fgsynth_byol"],
+    "ablations": {"random": ["method_kwargs.criterion=random"]},
+    "overhead_pairs": {"fgsynth_byol": "byol"},
+    "eval": {"batch_size": 16, "knn_k": 3, "gradcam": 2},
+}
+
+
+def _record(cell: str, seed: int, top1: float, step: float) -> dict:
+    metrics = dict.fromkeys(
+        ("linear_top1", "knn_top1", "retrieval_top1", "retrieval_top5", "retrieval_map"), top1
+    )
+    return {
+        "cell": cell,
+        "seed": seed,
+        "metrics": metrics,
+        "step_time_s": step,
+        "peak_memory_mb": 100.0,
+    }
+
+
+def test_plan_gives_every_cell_the_same_overrides_and_adds_ablations() -> None:
+    cells = plan_cells(TOY_PRESET, seeds=[0, 1], ablations=["random"])
+    assert [(c["cell"], c["seed"]) for c in cells] == [
+        ("byol", 0),
+        ("byol", 1),
+        ("fgsynth_byol", 0),
+        ("fgsynth_byol", 1),
+        ("fgsynth_byol-random", 0),
+        ("fgsynth_byol-random", 1),
+    ]
+    shared = TOY_PRESET["overrides"]
+    assert all(c["overrides"][: len(shared)] == shared for c in cells)
+    assert cells[-1]["overrides"][-1] == "method_kwargs.criterion=random"
+    assert cells[-1]["config_name"] == "fgsynth_byol"
+
+
+def test_unknown_ablation_is_rejected_with_the_allowed_names() -> None:
+    with pytest.raises(SystemExit, match=r"unknown ablation.*entropy.*allowed are random"):
+        plan_cells(TOY_PRESET, seeds=[0], ablations=["entropy"])
+
+
+def test_summary_is_mean_and_std_over_seeds_and_ratios_divide_means() -> None:
+    records = [
+        _record("byol", 0, 40.0, 0.10),
+        _record("byol", 1, 50.0, 0.10),
+        _record("fgsynth_byol", 0, 60.0, 0.12),
+        _record("fgsynth_byol", 1, 60.0, 0.14),
+    ]
+    summary = summarize(records)
+    assert summary["byol"]["linear_top1"]["mean"] == 45.0
+    assert summary["byol"]["linear_top1"]["std"] == pytest.approx(7.0710678)
+    assert summary["fgsynth_byol"]["linear_top1"]["std"] == 0.0
+    ratios = overheads(summary, {"fgsynth_byol": "byol"})
+    assert ratios["fgsynth_byol/byol"]["step_time_s"] == pytest.approx(1.3)
+    table = markdown_table(summary, ratios)
+    assert "| byol | 45.00 ± 7.07 |" in table
+    assert "| fgsynth_byol/byol | 1.30 | 1.00 |" in table
+
+
+@pytest.mark.solo
+def test_benchmark_runs_end_to_end_and_skips_finished_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOLO_FGSYNTH_DATA_DIR", str(tmp_path / "data"))
+    preset = tmp_path / "toy.yaml"
+    OmegaConf.save(OmegaConf.create(TOY_PRESET), preset)
+    out = tmp_path / "results"
+    assert main(["--preset", str(preset), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["summary"]) == {"byol", "fgsynth_byol"}
+    for run in results["runs"]:
+        assert set(run["metrics"]) == {
+            "linear_top1",
+            "knn_top1",
+            "retrieval_top1",
+            "retrieval_top5",
+            "retrieval_map",
+        }
+        assert all(0.0 <= value <= 100.0 for value in run["metrics"].values())
+        assert run["steps"] == 2 and run["step_time_s"] > 0 and run["peak_memory_mb"] > 0
+    assert "fgsynth_byol/byol" in results["overhead"]
+    for name in ("results.md", "accuracy.png", "losses.png", "gradcam.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    finished = out / "cells" / "byol-seed0" / "result.json"
+    stamp = finished.stat().st_mtime_ns
+    assert main(["--preset", str(preset), "--out", str(out)]) == 0
+    assert finished.stat().st_mtime_ns == stamp  # reused, not re-run
