@@ -22,7 +22,7 @@ RECIPE = {
     "name": "fgsynth-byol-fgmarks",
     "method": "fgsynth",
     "backbone": {"name": "resnet18", "kwargs": {}},
-    "method_kwargs": {"base_method": "byol", "proj_hidden_dim": 32, "var_fraction": 0.25},
+    "method_kwargs": {"base": "byol", "proj_hidden_dim": 32, "var_fraction": 0.25},
     "data": {"dataset": "fgmarks", "format": "image_folder"},
     "augmentations": [{"crop_size": 32, "num_crops": 1}, {"crop_size": 32, "num_crops": 1}],
     "optimizer": {"name": "lars", "batch_size": 16, "lr": 1.0},

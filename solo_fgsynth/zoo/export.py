@@ -209,7 +209,7 @@ def export_checkpoint(
     method = _recipe_field(recipe, "method", args_file)
     if base_method is None and method == "fgsynth":
         try:
-            base_method = _recipe_field(recipe, "method_kwargs.base_method", args_file)
+            base_method = _recipe_field(recipe, "method_kwargs.base", args_file)
         except ZooError as error:
             raise ZooError(f"{error}; name the wrapped method with --base-method") from None
 
