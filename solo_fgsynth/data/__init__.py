@@ -1,0 +1,84 @@
+"""Datasets for fine-grained SSL: the embedded fgmarks generator and FGVR layouts.
+
+:func:`prepare_data_cfg` turns a solo-learn ``cfg.data`` node naming one of
+:data:`DATASET_NAMES` into the stock ``custom`` + ``image_folder`` dataset that solo-learn loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from solo_fgsynth.data.fgmarks import FGMarksConfig, generate, materialize, sample_scenes
+from solo_fgsynth.data.layouts import (
+    UnreadableImagesError,
+    prepare_layout,
+    verify_images,
+)
+
+DATASET_NAMES = ("fgmarks", "cub200", "cars", "aircraft", "imagefolder")
+CACHE_ENV_VAR = "SOLO_FGSYNTH_DATA_DIR"
+
+__all__ = [
+    "CACHE_ENV_VAR",
+    "DATASET_NAMES",
+    "FGMarksConfig",
+    "UnreadableImagesError",
+    "default_cache_dir",
+    "generate",
+    "materialize",
+    "prepare_data_cfg",
+    "prepare_layout",
+    "sample_scenes",
+    "verify_images",
+]
+
+
+def default_cache_dir() -> Path:
+    """Where prepared datasets live: ``$SOLO_FGSYNTH_DATA_DIR``, else the user cache folder."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "solo-fgsynth" / "data"
+
+
+def _optional_value(node: DictConfig, key: str) -> Any:
+    if key not in node or OmegaConf.is_missing(node, key):
+        return None
+    value = node[key]
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = True) -> None:
+    """Materialise the dataset that ``data_cfg.dataset`` names and rewrite the node in place.
+
+    For a name in :data:`DATASET_NAMES` the node becomes ``dataset: custom``,
+    ``format: image_folder`` with ``train_path``/``val_path`` set and ``no_labels: false``; the
+    original name is kept in ``source_dataset``. fgmarks reads its knobs from ``data.fgmarks``;
+    the FGVR layouts read the dataset location from ``data.root``. Other names are left untouched.
+    """
+    name = _optional_value(data_cfg, "dataset")
+    if name not in DATASET_NAMES:
+        return
+    cache_dir = Path(cache_dir).expanduser()
+    if name == "fgmarks":
+        config = FGMarksConfig.from_mapping(_optional_value(data_cfg, "fgmarks"))
+        train_dir, val_dir = materialize(config, cache_dir / "fgmarks", progress=progress)
+    else:
+        root = _optional_value(data_cfg, "root")
+        if root is None:
+            raise ValueError(
+                f"data.root must be set to the folder holding the {name} dataset "
+                f"(see docs/datasets.md for the expected layout)"
+            )
+        train_dir, val_dir = prepare_layout(name, Path(str(root)), cache_dir, progress=progress)
+    with open_dict(data_cfg):
+        data_cfg.source_dataset = name
+        data_cfg.dataset = "custom"
+        data_cfg.format = "image_folder"
+        data_cfg.train_path = str(train_dir)
+        data_cfg.val_path = str(val_dir)
+        data_cfg.no_labels = False

@@ -1,0 +1,74 @@
+"""Crash-safe on-disk caches: a directory is built under a temporary name and renamed into place.
+
+Only a directory holding the completion marker is trusted; anything else under the cache root
+(a half-built ``.<key>.partial-*`` directory, or a directory whose marker is gone) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+COMPLETE_MARKER = ".complete.json"
+
+
+def stable_key(description: Mapping[str, Any]) -> str:
+    """A short hex digest of a JSON-serialisable description; equal descriptions give equal keys."""
+    encoded = json.dumps(description, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` as JSON to ``path`` via a temporary file and ``os.replace``."""
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def is_complete(directory: Path) -> bool:
+    """True when ``directory`` was fully built: it holds the completion marker."""
+    return (directory / COMPLETE_MARKER).is_file()
+
+
+def cached_directory(
+    root: Path, key: str, build: Callable[[Path], None], manifest: Mapping[str, Any]
+) -> Path:
+    """Return ``root/key``, first building it with ``build(staging_dir)`` when not complete.
+
+    The build runs in a fresh temporary directory next to the target; the marker (holding
+    ``manifest``) is written last and the directory is then renamed into place, so an
+    interrupted build never leaves a directory that a later call trusts.
+    """
+    target = root / key
+    if is_complete(target):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=root))
+    try:
+        build(staging)
+        write_json_atomic(staging / COMPLETE_MARKER, manifest)
+        if target.exists() and not is_complete(target):
+            shutil.rmtree(target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not is_complete(target):
+                raise
+            shutil.rmtree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
