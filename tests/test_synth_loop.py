@@ -98,7 +98,9 @@ def test_pairs_follow_synth_fraction_start_epoch_and_differ_only_in_selected_dim
 
 def test_synth_grad_to_decoder_lets_the_pair_loss_train_the_decoder() -> None:
     encoder = Encoder()
-    config = FGSynthConfig(synth_start_epoch=0, synth_grad_to_decoder=True, decoder_width=8)
+    config = FGSynthConfig(
+        synth_start_epoch=0, synth_fraction=0.5, synth_grad_to_decoder=True, decoder_width=8
+    )
     synth = FGSynth(16, 16, config).attach(encoder.layer4)
     _step(encoder, synth, epoch=0)
     x = torch.randn(4, 3, 16, 16)
