@@ -105,13 +105,21 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def gradcam_panel(rows: dict[str, Path], path: Path) -> None:
-    """Stack each cell's Grad-CAM strip into one image, one labelled row per cell."""
+def gradcam_panel(rows: dict[str, Path], path: Path, min_height: int = 96) -> None:
+    """Stack each cell's Grad-CAM strip into one image, one labelled row per cell.
+
+    Small crops are enlarged (nearest neighbour) to at least ``min_height`` pixels a row.
+    """
     from PIL import ImageDraw
 
     strips = {cell: Image.open(p).convert("RGB") for cell, p in rows.items() if p.exists()}
     if not strips:
         return
+    scale = max(1, -(-min_height // min(s.height for s in strips.values())))
+    strips = {
+        cell: s.resize((s.width * scale, s.height * scale), Image.Resampling.NEAREST)
+        for cell, s in strips.items()
+    }
     label_width = 140
     width = label_width + max(s.width for s in strips.values())
     height = sum(s.height for s in strips.values())
