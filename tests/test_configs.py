@@ -1,0 +1,149 @@
+"""Every shipped yaml config composes, parses with solo-learn, and keeps budgets equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from solo_fgsynth import launch
+from solo_fgsynth.launch import load_config
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+DATASETS = ("fgmarks", "cub200", "cars", "aircraft", "custom")
+METHOD_CONFIGS = ("byol", "simclr", "fgsynth_byol", "fgsynth_simclr")
+PRETRAIN = sorted(SCRIPTS.glob("pretrain/*/*.yaml"))
+LINEAR = sorted(SCRIPTS.glob("linear/*/*.yaml"))
+KNN = sorted(SCRIPTS.glob("knn/*/*.yaml"))
+
+
+def _name(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
+def _load(path: Path, *overrides: str) -> DictConfig:
+    return load_config(path.parent, path.stem, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5-class image folder standing in for every dataset (data preparation is tested apart)."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for c in range(5):
+        (root / f"c{c}").mkdir()
+        pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"c{c}" / "0.png")
+    return root
+
+
+def _on_folder(cfg: DictConfig, folder: Path) -> DictConfig:
+    """``cfg`` reading ``folder`` as solo-learn's custom dataset, on whatever device is here."""
+    cfg.data.dataset = "custom"
+    cfg.data.train_path = str(folder)
+    cfg.data.val_path = str(folder)
+    for key in ("root", "fgmarks"):
+        cfg.data.pop(key, None)
+    cfg.accelerator = "auto"
+    cfg.devices = 1
+    launch._resolve_devices(cfg)
+    return cfg
+
+
+def test_every_dataset_ships_every_config() -> None:
+    for dataset in DATASETS:
+        for method in METHOD_CONFIGS:
+            assert (SCRIPTS / "pretrain" / dataset / f"{method}.yaml").is_file()
+        assert (SCRIPTS / "linear" / dataset / "linear.yaml").is_file()
+        assert (SCRIPTS / "knn" / dataset / "knn.yaml").is_file()
+    assert len(PRETRAIN) == len(DATASETS) * len(METHOD_CONFIGS)
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize("path", PRETRAIN, ids=_name)
+def test_pretrain_config_parses_and_builds_its_method(path: Path, image_folder: Path) -> None:
+    from solo.args.pretrain import parse_cfg
+    from solo.methods import METHODS
+
+    cfg = _on_folder(_load(path), image_folder)
+    assert cfg.method in METHODS, f"{_name(path)}: method {cfg.method!r} is not registered"
+    cfg = parse_cfg(cfg)
+    assert cfg.data.num_large_crops == 2 and cfg.data.num_classes == 5
+    model = METHODS[cfg.method](cfg)
+    assert model.num_classes == 5
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("base", ["byol", "simclr"])
+def test_fgsynth_config_differs_from_its_stock_twin_only_in_method_keys(
+    dataset: str, base: str
+) -> None:
+    directory = SCRIPTS / "pretrain" / dataset
+    stock = OmegaConf.to_container(_load(directory / f"{base}.yaml"))
+    fgsynth = OmegaConf.to_container(_load(directory / f"fgsynth_{base}.yaml"))
+    assert fgsynth.pop("method") == "fgsynth" and stock.pop("method") == base
+    assert fgsynth.pop("name") == f"fgsynth_{base}-{dataset}"
+    assert stock.pop("name") == f"{base}-{dataset}"
+    fg_kwargs, stock_kwargs = fgsynth.pop("method_kwargs"), stock.pop("method_kwargs")
+    assert fg_kwargs["base"] == base
+    assert {key: fg_kwargs[key] for key in stock_kwargs} == stock_kwargs
+    assert fgsynth == stock
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_all_methods_of_a_dataset_share_the_budget(dataset: str) -> None:
+    def budget(method: str) -> tuple:
+        cfg = _load(SCRIPTS / "pretrain" / dataset / f"{method}.yaml")
+        crops = sorted(
+            size for view in cfg.augmentations for size in [view.crop_size] * view.num_crops
+        )
+        return (
+            cfg.backbone.name,
+            cfg.max_epochs,
+            cfg.optimizer.batch_size,
+            cfg.optimizer.name,
+            cfg.scheduler.name,
+            cfg.scheduler.warmup_epochs,
+            tuple(crops),
+        )
+
+    budgets = {method: budget(method) for method in METHOD_CONFIGS}
+    assert len(set(budgets.values())) == 1, budgets
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize("path", LINEAR, ids=_name)
+def test_linear_config_parses_at_its_pretraining_crop(path: Path, image_folder: Path) -> None:
+    from solo.args.linear import parse_cfg
+
+    cfg = _load(path, "pretrained_feature_extractor=model.ckpt")
+    pretrain = _load(SCRIPTS / "pretrain" / path.parent.name / "byol.yaml")
+    assert cfg.data.dataset == pretrain.data.dataset
+    assert cfg.data.get("fgmarks") == pretrain.data.get("fgmarks")
+    assert cfg.backbone.name == pretrain.backbone.name
+    cfg = parse_cfg(_on_folder(cfg, image_folder))
+    assert cfg.data.augmentations.crop_size == pretrain.augmentations[0].crop_size
+    assert cfg.data.num_classes == 5
+
+
+@pytest.mark.parametrize("path", KNN, ids=_name)
+def test_knn_config_has_a_valid_grid_on_the_pretraining_data(path: Path) -> None:
+    cfg = _load(path)
+    pretrain = _load(SCRIPTS / "pretrain" / path.parent.name / "byol.yaml")
+    assert cfg.data.dataset == pretrain.data.dataset
+    assert cfg.data.get("fgmarks") == pretrain.data.get("fgmarks")
+    ks, temperatures, distances, features = launch._knn_grid(cfg)
+    assert ks and temperatures and set(distances) == {"euclidean", "cosine"}
+    assert set(features) == {"backbone", "projector"}
+
+
+@pytest.mark.parametrize("dataset", ["cub200", "cars", "aircraft"])
+def test_real_fgvr_configs_follow_the_lcr_protocol(dataset: str) -> None:
+    for method in METHOD_CONFIGS:
+        cfg = _load(SCRIPTS / "pretrain" / dataset / f"{method}.yaml")
+        assert OmegaConf.is_missing(cfg.data, "root")
+        assert cfg.backbone.name == "resnet50" and cfg.max_epochs == 100
+        assert all(view.crop_size == 224 for view in cfg.augmentations)
