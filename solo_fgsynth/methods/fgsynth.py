@@ -91,7 +91,7 @@ class FGSynthMixin:
         )
         self.fgsynth.attach(feature_map_module(self.backbone))
         self.decoder_lr: float = cfg.method_kwargs.decoder_lr or cfg.optimizer.lr
-        self._step_views: list[tuple[Tensor, Tensor]] = []
+        self._first_view: tuple[Tensor, Tensor] | None = None
 
     @property
     def learnable_params(self) -> list[dict[str, Any]]:
@@ -107,16 +107,22 @@ class FGSynthMixin:
         """The stock forward of one large crop, with both criteria watching the backbone."""
         with self.fgsynth.capture():
             out = super().base_training_step(X, targets)  # type: ignore[misc]
-        self._step_views.append((X, out["feats"]))
+        if self._first_view is None:
+            self._first_view = (X, out["feats"])
         return out
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
-        """Stock loss, plus ``alpha * L_R`` and ``nu * L_Cp`` on synthesized pairs."""
-        self._step_views.clear()
+        """Stock loss, plus ``alpha * L_R`` and ``nu * L_Cp`` on synthesized pairs.
+
+        Both large crops feed the criteria; the decoder and the pairs use the first one only,
+        which halves the decoder's cost at no loss of pairs (``synth_fraction`` is of the batch).
+        """
+        self._first_view = None
         base_loss = super().training_step(batch, batch_idx)  # type: ignore[misc]
-        views = torch.cat([x for x, _ in self._step_views])
-        feats = torch.cat([f for _, f in self._step_views])
-        self._step_views.clear()
+        if self._first_view is None:
+            raise RuntimeError("the base training step ran no large crop through the backbone")
+        views, feats = self._first_view
+        self._first_view = None
         out = self.fgsynth(feats, views, epoch=self.current_epoch)  # type: ignore[attr-defined]
         pair_loss = None if out.pair is None else self.pair_loss(*out.pair)  # type: ignore[attr-defined]
         metrics = {"train_recon_loss": out.recon_loss.detach()}
@@ -142,8 +148,9 @@ class FGSynthBYOL(FGSynthMixin, BYOL):
 
     def pair_loss(self, view_a: Tensor, view_b: Tensor) -> Tensor:
         """Symmetric BYOL loss between the two synthesized views."""
-        online_a, online_b = self(view_a)["p"], self(view_b)["p"]
-        target_a, target_b = self.momentum_forward(view_a)["z"], self.momentum_forward(view_b)["z"]
+        both = torch.cat([view_a, view_b])
+        online_a, online_b = self(both)["p"].chunk(2)
+        target_a, target_b = self.momentum_forward(both)["z"].chunk(2)
         return byol_loss_func(online_a, target_b) + byol_loss_func(online_b, target_a)
 
 
@@ -157,7 +164,7 @@ class FGSynthSimCLR(FGSynthMixin, SimCLR):
 
     def pair_loss(self, view_a: Tensor, view_b: Tensor) -> Tensor:
         """SimCLR's NT-Xent with each synthesized pair as the positives."""
-        z = torch.cat([self(view_a)["z"], self(view_b)["z"]])
+        z = self(torch.cat([view_a, view_b]))["z"]
         indexes = torch.arange(view_a.shape[0], device=z.device).repeat(2)
         return simclr_loss_func(z, indexes=indexes, temperature=self.temperature)
 

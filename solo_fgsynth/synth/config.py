@@ -54,9 +54,9 @@ class FGSynthConfig:
     strength: float = 1.0
     alpha: float = 0.05
     nu: float = 1.0
-    synth_fraction: float = 0.125
+    synth_fraction: float = 0.25
     synth_start_epoch: int = 1
-    decoder_width: int = 32
+    decoder_width: int = 16
     ema_momentum: float = 0.99
     synth_grad_to_decoder: bool = False
 
