@@ -162,6 +162,13 @@ def write_cards(
     return paths
 
 
+def _dataset_name(recipe: dict[str, Any], args_file: Path) -> str:
+    """The dataset as the user named it: ``data.source_dataset`` when the launcher rewrote
+    an fgmarks/FGVR dataset into solo-learn's ``custom``, else ``data.dataset``."""
+    data = recipe.get("data") or {}
+    return data.get("source_dataset") or _recipe_field(recipe, "data.dataset", args_file)
+
+
 def export_checkpoint(
     ckpt: str | Path,
     *,
@@ -224,7 +231,7 @@ def export_checkpoint(
             "method": method,
             "base_method": base_method,
             "backbone": spec.to_dict(),
-            "dataset": _recipe_field(recipe, "data.dataset", args_file),
+            "dataset": _dataset_name(recipe, args_file),
             "crop_size": _recipe_field(recipe, "augmentations.0.crop_size", args_file),
             "metrics": dict(metrics or {}),
             "size_bytes": len(data),
