@@ -17,8 +17,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
-from solo_fgsynth.benchmark.cell import write_json_atomic
 from solo_fgsynth.benchmark.report import (
     gradcam_panel,
     markdown_table,
@@ -82,7 +82,7 @@ class CellFailedError(RuntimeError):
 
 def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
     spec_path = Path(spec["cell_dir"]) / "spec.json"
-    write_json_atomic(spec_path, spec)
+    atomic_write_json(spec_path, spec)
     with open(log_path, "w") as log:
         completed = subprocess.run(
             [sys.executable, "-m", "solo_fgsynth.benchmark.cell", str(spec_path)],
@@ -129,10 +129,9 @@ def run_benchmark(
         "overhead": ratios,
         "runs": records,
     }
-    write_json_atomic(out_dir / "results.json", results)
+    atomic_write_json(out_dir / "results.json", results)
     table = markdown_table(summary, ratios)
-    (out_dir / "results.md.tmp").write_text(table)
-    os.replace(out_dir / "results.md.tmp", out_dir / "results.md")
+    atomic_write_text(out_dir / "results.md", table)
     plot_accuracy(summary, out_dir / "accuracy.png")
     plot_losses(records, out_dir / "losses.png")
     first_seed = {

@@ -7,11 +7,9 @@ so a finished cell is never redone unless asked and an interrupted one is never 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,24 +22,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.benchmark.metrics import knn_top1, linear_probe_top1, retrieval_metrics
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
 WARMUP_STEPS = 5
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 class TrainingProbe(Callback):
@@ -204,7 +190,7 @@ def main(argv: list[str]) -> int:
     """``python -m solo_fgsynth.benchmark.cell SPEC.json``: run one cell, write its result."""
     spec = json.loads(Path(argv[0]).read_text())
     result = run_cell(spec)
-    write_json_atomic(Path(spec["cell_dir"]) / "result.json", result)
+    atomic_write_json(Path(spec["cell_dir"]) / "result.json", result)
     return 0
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from solo_fgsynth._io import atomic_write_json
+
 COMPLETE_MARKER = ".complete.json"
 
 
@@ -22,20 +24,6 @@ def stable_key(description: Mapping[str, Any]) -> str:
     """A short hex digest of a JSON-serialisable description; equal descriptions give equal keys."""
     encoded = json.dumps(description, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def is_complete(directory: Path) -> bool:
@@ -59,7 +47,7 @@ def cached_directory(
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=root))
     try:
         build(staging)
-        write_json_atomic(staging / COMPLETE_MARKER, manifest)
+        atomic_write_json(staging / COMPLETE_MARKER, manifest)
         if target.exists() and not is_complete(target):
             shutil.rmtree(target)
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from solo_fgsynth.zoo._io import atomic_write_bytes, atomic_write_text
+from solo_fgsynth._io import atomic_write_bytes, atomic_write_text
 from solo_fgsynth.zoo.card import render_card
 from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import (

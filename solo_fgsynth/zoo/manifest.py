@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from solo_fgsynth.zoo._io import atomic_write_text
+from solo_fgsynth._io import atomic_write_text
 from solo_fgsynth.zoo.errors import ManifestError, UnknownModelError
 
 SCHEMA_VERSION = 1
