@@ -1,4 +1,4 @@
-"""Shared test setup: the ``solo`` marker skips, with the install hint, where solo-learn is absent."""
+"""Shared test setup: the ``solo`` marker skips, with an install hint, without solo-learn."""
 
 from __future__ import annotations
 
