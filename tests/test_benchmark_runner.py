@@ -67,6 +67,13 @@ def test_plan_gives_every_cell_the_same_overrides_and_adds_ablations() -> None:
     assert cells[-1]["config_name"] == "fgsynth_byol"
 
 
+def test_methods_narrow_the_plan_and_unknown_ones_are_rejected() -> None:
+    cells = plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["fgsynth_byol"])
+    assert [c["cell"] for c in cells] == ["fgsynth_byol"]
+    with pytest.raises(SystemExit, match=r"method\(s\) moco not in the preset"):
+        plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["moco"])
+
+
 def test_unknown_ablation_is_rejected_with_the_allowed_names() -> None:
     with pytest.raises(SystemExit, match=r"unknown ablation.*entropy.*allowed are random"):
         plan_cells(TOY_PRESET, seeds=[0], ablations=["entropy"])

@@ -43,8 +43,16 @@ def _preset_path(preset: str) -> Path:
     )
 
 
-def plan_cells(preset: dict[str, Any], seeds: list[int], ablations: list[str]) -> list[dict]:
-    """Every (method or ablation, seed) cell of the comparison, with identical overrides."""
+def plan_cells(
+    preset: dict[str, Any],
+    seeds: list[int],
+    ablations: list[str],
+    methods: list[str] | None = None,
+) -> list[dict]:
+    """Every (method or ablation, seed) cell of the comparison, with identical overrides.
+
+    ``methods`` narrows the preset's methods (None: all of them).
+    """
     config_path = (Path(preset["config_path"])).expanduser()
     if not config_path.is_absolute():
         config_path = PRESET_DIR.parents[1] / config_path
@@ -54,7 +62,14 @@ def plan_cells(preset: dict[str, Any], seeds: list[int], ablations: list[str]) -
         raise SystemExit(
             f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}"
         )
-    entries = [(method, method, None, []) for method in preset["methods"]]
+    chosen = preset["methods"] if methods is None else methods
+    stray = [name for name in chosen if name not in preset["methods"]]
+    if stray:
+        raise SystemExit(
+            f"method(s) {', '.join(stray)} not in the preset: allowed are "
+            f"{', '.join(preset['methods'])}"
+        )
+    entries = [(method, method, None, []) for method in chosen]
     for name in ablations:
         for base in preset["ablation_methods"]:
             entries.append((f"{base}-{name}", base, name, list(known[name])))
@@ -100,12 +115,17 @@ def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
 
 
 def run_benchmark(
-    preset_path: Path, out_dir: Path, seeds: list[int] | None, ablations: list[str], force: bool
+    preset_path: Path,
+    out_dir: Path,
+    seeds: list[int] | None,
+    ablations: list[str],
+    force: bool,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run (or reuse) every cell, then write results.json, results.md and the figures."""
     preset = OmegaConf.to_container(OmegaConf.load(preset_path), resolve=True)
     seeds = seeds if seeds is not None else list(preset["seeds"])
-    cells = plan_cells(preset, seeds, ablations)
+    cells = plan_cells(preset, seeds, ablations, methods)
     records = []
     progress = tqdm(cells, desc="benchmark", unit="cell")
     for spec in progress:
@@ -159,13 +179,16 @@ def main(argv: list[str]) -> int:
         default=[],
         help="extra fgsynth cells: variance, gradcam, random, no_pairs",
     )
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="run only these of the preset's methods"
+    )
     parser.add_argument("--force", action="store_true", help="re-run finished cells")
     args = parser.parse_args(argv)
     require_solo()
     preset_path = _preset_path(args.preset)
     out_dir = args.out or Path("results") / preset_path.stem
     try:
-        run_benchmark(preset_path, out_dir, args.seeds, args.ablations, args.force)
+        run_benchmark(preset_path, out_dir, args.seeds, args.ablations, args.force, args.methods)
     except CellFailedError as error:
         print(f"solo-fgsynth benchmark: {error}", file=sys.stderr)
         return 1
