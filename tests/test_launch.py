@@ -70,7 +70,7 @@ def _pretrain_cfg(method: str, data: dict[str, Path], ckpt_dir: Path, *extra: st
             f"data.train_path={data['train']}",
             f"data.val_path={data['val']}",
             "augmentations.0.crop_size=32",
-            *([] if method == "simclr" else ["augmentations.1.crop_size=32"]),
+            *([] if method.endswith("simclr") else ["augmentations.1.crop_size=32"]),
             "max_epochs=1",
             f"checkpoint.dir={ckpt_dir}",
             *extra,
@@ -410,3 +410,36 @@ def test_two_process_cpu_ddp(image_folder: dict[str, Path], tmp_path: Path) -> N
     assert args["devices"] == 2 and args["strategy"] == "ddp"
     # two ranks, each two batches of 4: two optimizer steps on 16 images
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize("base", ["byol", "simclr"])
+def test_fgsynth_config_pretrains_then_evaluates_with_linear_and_knn(
+    base: str, image_folder: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = _pretrain_cfg(
+        f"fgsynth_{base}",
+        image_folder,
+        tmp_path / "trained",
+        "method_kwargs.synth_start_epoch=0",
+        "method_kwargs.synth_fraction=0.5",
+    )
+    checkpoint = run_pretrain(cfg)
+    assert checkpoint is not None and checkpoint.parent.parent.name == "fgsynth"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert int(state["fgsynth.statistics.variance_updates"]) == 2
+    losses = _step_values(checkpoint.parent / "metrics.csv", "train_synth_pair_loss_step")
+    assert losses and all(np.isfinite(losses))
+
+    linear = run_linear(_linear_cfg(image_folder, checkpoint, tmp_path))
+    assert 0.0 <= linear["val_acc1"] <= 100.0
+    knn = run_knn(
+        _knn_cfg(
+            image_folder["train"],
+            image_folder["train"],
+            f"pretrained_checkpoint_dir={checkpoint.parent}",
+            "k=[1]",
+            "temperature=[0.1]",
+        )
+    )
+    assert knn["backbone/k=1/euclidean"]["acc1"] == pytest.approx(100.0)
