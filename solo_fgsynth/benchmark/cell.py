@@ -18,14 +18,20 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
-from torch import Tensor, nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from solo_fgsynth._io import atomic_write_json
-from solo_fgsynth.benchmark.metrics import knn_top1, linear_probe_top1, retrieval_metrics
+from solo_fgsynth.benchmark.metrics import (
+    LinearProbe,
+    fit_linear_probe,
+    knn_top1,
+    probe_top1,
+    retrieval_metrics,
+)
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
 WARMUP_STEPS = 5
 
@@ -81,7 +87,7 @@ def eval_transform(crop_size: int) -> transforms.Compose:
         [
             transforms.Resize((crop_size, crop_size)),
             transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
         ]
     )
 
@@ -99,7 +105,7 @@ def extract(backbone: nn.Module, folder: str, crop_size: int, batch_size: int) -
 
 def gradcam_overlays(
     backbone: nn.Module,
-    features: tuple[Tensor, Tensor],
+    probe: LinearProbe,
     val_folder: str,
     crop_size: int,
     count: int,
@@ -112,20 +118,9 @@ def gradcam_overlays(
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    train_x, train_y = features
-    head = nn.Linear(train_x.shape[1], int(train_y.max()) + 1)
-    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(head(train_x), train_y)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
     dataset = datasets.ImageFolder(val_folder)
     picks = np.linspace(0, len(dataset) - 1, count).astype(int)
-    model = nn.Sequential(backbone, head).eval()
+    model = nn.Sequential(backbone, probe).eval()
     panels = []
     with GradCAM(model=model, target_layers=[backbone.layer4]) as cam:
         for index in picks:
@@ -153,22 +148,24 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     cfg = load_config(spec["config_path"], spec["config_name"], overrides)
     prepare_data_cfg(cfg.data, default_cache_dir())
-    probe = TrainingProbe()
-    checkpoint = run_pretrain(cfg, extra_callbacks=[probe])
+    training = TrainingProbe()
+    checkpoint = run_pretrain(cfg, extra_callbacks=[training])
     memory = peak_memory_mb()
-    if probe.backbone is None:
+    if training.backbone is None:
         raise RuntimeError(f"cell {spec['cell']}: training ended without a backbone")
-    backbone = probe.backbone.cpu().float().eval()
+    backbone = training.backbone.cpu().float().eval()
     crop = int(cfg.augmentations[0].crop_size)
     batch = int(spec["eval"]["batch_size"])
     train = extract(backbone, cfg.data.train_path, crop, batch)
     val = extract(backbone, cfg.data.val_path, crop, batch)
+    num_classes = int(max(train[1].max(), val[1].max())) + 1
+    probe = fit_linear_probe(*train, num_classes=num_classes)
     metrics = {
-        "linear_top1": linear_probe_top1(*train, *val),
+        "linear_top1": probe_top1(probe, *val),
         "knn_top1": knn_top1(*train, *val, k=int(spec["eval"]["knn_k"])),
         **retrieval_metrics(*val),
     }
-    overlay = gradcam_overlays(backbone, train, cfg.data.val_path, crop, spec["eval"]["gradcam"])
+    overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
     return {
         "cell": spec["cell"],
@@ -176,12 +173,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "ablation": spec.get("ablation"),
         "seed": spec["seed"],
         "metrics": metrics,
-        "step_time_s": probe.step_time,
+        "step_time_s": training.step_time,
         "peak_memory_mb": memory,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "steps": len(probe.losses),
-        "losses": probe.losses,
-        "base_losses": probe.base_losses,
+        "steps": len(training.losses),
+        "losses": training.losses,
+        "base_losses": training.base_losses,
         "checkpoint": str(checkpoint) if checkpoint else None,
     }
 

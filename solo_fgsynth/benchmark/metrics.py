@@ -64,6 +64,55 @@ def knn_top1(
     return 100.0 * (votes.argmax(dim=1) == test_labels).double().mean().item()
 
 
+class LinearProbe(torch.nn.Module):
+    """A softmax classifier on standardized frozen features (the statistics are the train set's)."""
+
+    def __init__(self, mean: Tensor, std: Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.linear = torch.nn.Linear(mean.numel(), num_classes)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear((features - self.mean) / self.std)
+
+
+def fit_linear_probe(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int | None = None,
+    epochs: int = 200,
+    weight_decay: float = 1e-4,
+) -> LinearProbe:
+    """Fit a :class:`LinearProbe` by full-batch L-BFGS: deterministic and seconds on CPU."""
+    _check_pair(features, labels)
+    num_classes = num_classes or int(labels.max()) + 1
+    probe = LinearProbe(features.mean(0), features.std(0).clamp_min(1e-6), num_classes)
+    optimizer = torch.optim.LBFGS(
+        probe.linear.parameters(), max_iter=epochs, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(probe(features), labels)
+        loss = loss + weight_decay * probe.linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe
+
+
+def probe_top1(probe: LinearProbe, features: Tensor, labels: Tensor) -> float:
+    """Top-1 (percent) of a fitted probe on ``features``."""
+    _check_pair(features, labels)
+    with torch.no_grad():
+        predictions = probe(features).argmax(dim=1)
+    return 100.0 * (predictions == labels).double().mean().item()
+
+
 def linear_probe_top1(
     train_features: Tensor,
     train_labels: Tensor,
@@ -72,30 +121,7 @@ def linear_probe_top1(
     epochs: int = 200,
     weight_decay: float = 1e-4,
 ) -> float:
-    """Top-1 (percent) of a softmax classifier fit on frozen, standardized features.
-
-    Full-batch L-BFGS on the training features: deterministic and seconds on CPU.
-    """
-    _check_pair(train_features, train_labels)
-    _check_pair(test_features, test_labels)
-    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
-    train_x, test_x = (train_features - mean) / std, (test_features - mean) / std
+    """Top-1 (percent) on the test features of a :class:`LinearProbe` fit on the train ones."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    classifier = torch.nn.Linear(train_x.shape[1], num_classes)
-    torch.nn.init.zeros_(classifier.weight)
-    torch.nn.init.zeros_(classifier.bias)
-    optimizer = torch.optim.LBFGS(
-        classifier.parameters(), max_iter=epochs, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(classifier(train_x), train_labels)
-        loss = loss + weight_decay * classifier.weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        predictions = classifier(test_x).argmax(dim=1)
-    return 100.0 * (predictions == test_labels).double().mean().item()
+    probe = fit_linear_probe(train_features, train_labels, num_classes, epochs, weight_decay)
+    return probe_top1(probe, test_features, test_labels)
