@@ -1,4 +1,4 @@
-"""The solo-learn adapter: registers ``fgsynth`` into solo-learn's ``METHODS``."""
+"""The solo-learn adapter: registers ``fgsynth`` and the plugin's backbones into solo-learn."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import warnings
 
 
 def register_methods() -> None:
-    """Add ``fgsynth`` to ``solo.methods.METHODS`` (idempotent); needs solo-learn."""
+    """Add ``fgsynth`` to ``solo.methods.METHODS`` and the plugin's backbones to solo-learn's
+    backbone table, so ``backbone.name: resnet18_small`` works for every method (idempotent)."""
     with warnings.catch_warnings():
         # solo-learn's own imports warn about timm/torch deprecations the user cannot act on.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
         from solo.methods import METHODS
+        from solo.methods.base import BaseMethod
 
+        from solo_fgsynth.backbones import BACKBONES
         from solo_fgsynth.methods.fgsynth import FGSynthMethod
 
     METHODS["fgsynth"] = FGSynthMethod
+    BaseMethod._BACKBONES.update(BACKBONES)
