@@ -443,3 +443,30 @@ def test_real_solo_byol_checkpoint_round_trip(tmp_path: Path) -> None:
     zoo.load_into_solo(fresh, "byol-resnet18-tiny", manifest=manifest, cache=tmp_path / "cache")
     for target in (fresh.backbone, fresh.momentum_backbone):
         assert all(torch.equal(target.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_export_and_load_of_a_plugin_backbone_keep_its_name_and_width(tmp_path: Path) -> None:
+    from solo_fgsynth.backbones import BACKBONES
+
+    backbone = BACKBONES["resnet10_small"](width=8)
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.1)
+    recipe = {**RECIPE, "backbone": {"name": "resnet10_small", "kwargs": {"width": 8}}}
+    ckpt = _write_checkpoint(tmp_path / "run", backbone, recipe)
+    result = zoo.export_checkpoint(
+        ckpt, name=NAME, metrics={}, manifest=_empty_manifest(tmp_path / "manifest.json")
+    )
+    entry = Manifest.load(result.manifest_path).get(NAME)
+    assert entry.backbone == BackboneSpec("solo_fgsynth", "resnet10_small", False, {"width": 8})
+    model = zoo.load(NAME, manifest=result.manifest_path, cache=tmp_path / "cache")
+    backbone.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), backbone(x))
+
+
+def test_an_unknown_plugin_backbone_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    spec = BackboneSpec("solo_fgsynth", "resnet99_small")
+    manifest = _publish_file(tmp_path, {"w": torch.zeros(1)}, spec)
+    with pytest.raises(zoo.ZooError, match="'resnet99_small' is unknown; known: resnet10_small"):
+        zoo.load(NAME, manifest=manifest, pretrained=False)

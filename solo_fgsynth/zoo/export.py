@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from solo_fgsynth._io import atomic_write_bytes, atomic_write_text
+from solo_fgsynth.backbones import BACKBONES
 from solo_fgsynth.zoo.card import render_card
 from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import (
@@ -35,6 +36,7 @@ from solo_fgsynth.zoo.weights import build_backbone, check_state, serialize_back
 
 # solo-learn backbone names this exporter maps to a library model; all are torchvision ResNets.
 SOLO_BACKBONES = {"resnet18": "resnet18", "resnet50": "resnet50"}
+PLUGIN_BACKBONES = tuple(BACKBONES)  # built by this package, recorded by name and kwargs
 # The repository's zoo/ folder (cards, shipped weights) beside the package in a source checkout.
 REPO_ROOT = DEFAULT_MANIFEST.parents[2]
 REPO_ZOO_DIR = REPO_ROOT / "zoo"
@@ -201,17 +203,21 @@ def export_checkpoint(
     state = _backbone_state(ckpt_path)
 
     solo_name = _recipe_field(recipe, "backbone.name", args_file)
-    if solo_name not in SOLO_BACKBONES:
+    if solo_name in PLUGIN_BACKBONES:
+        kwargs = dict(recipe.get("backbone", {}).get("kwargs") or {})
+        spec = BackboneSpec(library="solo_fgsynth", arch=solo_name, kwargs=kwargs)
+    elif solo_name in SOLO_BACKBONES:
+        conv1 = state.get("conv1.weight")
+        spec = BackboneSpec(
+            library="torchvision",
+            arch=SOLO_BACKBONES[solo_name],
+            cifar_stem=conv1 is not None and tuple(conv1.shape[-2:]) == (3, 3),
+        )
+    else:
         raise ZooError(
             f"backbone {solo_name!r} from {args_file} is not supported by export; "
-            f"supported: {', '.join(SOLO_BACKBONES)}"
+            f"supported: {', '.join([*SOLO_BACKBONES, *PLUGIN_BACKBONES])}"
         )
-    conv1 = state.get("conv1.weight")
-    spec = BackboneSpec(
-        library="torchvision",
-        arch=SOLO_BACKBONES[solo_name],
-        cifar_stem=conv1 is not None and tuple(conv1.shape[-2:]) == (3, 3),
-    )
     check_state(build_backbone(spec), state, f"backbone of {ckpt_path}")
     method = _recipe_field(recipe, "method", args_file)
     if base_method is None and method == "fgsynth":

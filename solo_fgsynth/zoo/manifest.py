@@ -23,7 +23,8 @@ from solo_fgsynth.zoo.errors import ManifestError, UnknownModelError
 SCHEMA_VERSION = 1
 DEFAULT_MANIFEST = Path(__file__).resolve().with_name("manifest.json")
 
-LIBRARIES = ("torchvision", "timm")
+# "solo_fgsynth": a backbone this package registers (solo_fgsynth.backbones.BACKBONES)
+LIBRARIES = ("torchvision", "timm", "solo_fgsynth")
 # Metric keys an entry may carry, all in percent; list shows the first three as columns.
 KNOWN_METRICS = (
     "linear_top1",

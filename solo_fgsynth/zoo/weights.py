@@ -50,6 +50,19 @@ def build_backbone(spec: BackboneSpec) -> nn.Module:
             )
             model.maxpool = nn.Identity()
         return model
+    if spec.library == "solo_fgsynth":
+        from solo_fgsynth.backbones import BACKBONES
+
+        if spec.arch not in BACKBONES:
+            raise ManifestError(
+                f"solo_fgsynth backbone {spec.arch!r} is unknown; known: {', '.join(BACKBONES)}"
+            )
+        try:
+            return BACKBONES[spec.arch](**spec.kwargs)
+        except (ValueError, TypeError) as error:
+            raise ManifestError(
+                f"cannot build {spec.arch!r} with kwargs {spec.kwargs}: {error}"
+            ) from None
     if spec.library == "timm":
         try:
             return timm.create_model(spec.arch, pretrained=False, num_classes=0, **spec.kwargs)
