@@ -97,6 +97,13 @@ def test_summary_is_mean_and_std_over_seeds_and_ratios_divide_means() -> None:
     assert "| fgsynth_byol/byol | 1.30 | 1.00 |" in table
 
 
+def test_a_single_seed_prints_n_equals_1_not_a_zero_spread() -> None:
+    summary = summarize([_record("byol", 0, 40.0, 0.10)])
+    table = markdown_table(summary, {})
+    assert "| byol | 40.00 (n=1) |" in table
+    assert "± 0.00" not in table
+
+
 @pytest.mark.solo
 def test_benchmark_runs_end_to_end_and_skips_finished_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

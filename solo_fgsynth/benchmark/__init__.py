@@ -24,6 +24,7 @@ from solo_fgsynth.benchmark.report import (
     markdown_table,
     overheads,
     plot_accuracy,
+    plot_curves,
     plot_losses,
     summarize,
 )
@@ -154,6 +155,7 @@ def run_benchmark(
     atomic_write_text(out_dir / "results.md", table)
     plot_accuracy(summary, out_dir / "accuracy.png")
     plot_losses(records, out_dir / "losses.png")
+    plot_curves(records, out_dir / "curves.png")
     first_seed = {
         r["cell"]: out_dir / "cells" / f"{r['cell']}-seed{seeds[0]}" / "gradcam.png"
         for r in records

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
+from torchvision import datasets
 
 from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.benchmark.metrics import (
@@ -31,6 +30,7 @@ from solo_fgsynth.benchmark.metrics import (
     probe_top1,
     retrieval_metrics,
 )
+from solo_fgsynth.data.views import eval_transform
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
 WARMUP_STEPS = 5
@@ -44,6 +44,7 @@ class TrainingProbe(Callback):
         self.losses: list[float] = []
         self.base_losses: list[float] = []
         self.backbone: nn.Module | None = None
+        self.tracked: dict[str, torch.Tensor] | None = None
         self._started = 0.0
 
     def on_train_batch_start(self, trainer: Trainer, module: LightningModule, *_: Any) -> None:
@@ -66,6 +67,12 @@ class TrainingProbe(Callback):
 
     def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
         self.backbone = module.backbone
+        stats = getattr(getattr(module, "fgsynth", None), "stats", None)
+        if stats is not None:
+            self.tracked = {
+                "variance": stats.variance.detach().cpu(),
+                "importance": stats.importance.detach().cpu(),
+            }
 
     @property
     def step_time(self) -> float:
@@ -81,26 +88,48 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def eval_transform(crop_size: int) -> transforms.Compose:
-    """Deterministic evaluation view: resize to the crop size, normalize like training."""
-    return transforms.Compose(
-        [
-            transforms.Resize((crop_size, crop_size)),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-        ]
-    )
-
-
 @torch.no_grad()
 def extract(backbone: nn.Module, folder: str, crop_size: int, batch_size: int) -> tuple:
-    """Pooled features and labels of every image in an image folder."""
+    """Pooled features (on the CPU) and labels of every image in an image folder."""
+    device = next(backbone.parameters()).device
     dataset = datasets.ImageFolder(folder, transform=eval_transform(crop_size))
     features, labels = [], []
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=0):
-        features.append(backbone(images))
+        features.append(backbone(images.to(device)).float().cpu())
         labels.append(targets)
-    return torch.cat(features).float(), torch.cat(labels)
+    return torch.cat(features), torch.cat(labels)
+
+
+class LearningCurve(Callback):
+    """Validation linear-probe top-1 of the frozen backbone every ``every`` optimizer steps.
+
+    The probe is refit from scratch at each point, on the train split's eval-view features,
+    exactly as the final evaluation does; the backbone is put back in train mode after. The
+    final point is the cell's own final evaluation, added by :func:`run_cell`.
+    """
+
+    def __init__(self, every: int, train_path: str, val_path: str, crop: int, batch: int):
+        if every < 1:
+            raise ValueError(f"eval.curve_every={every} is out of range: allowed is >= 1")
+        self.every, self.crop, self.batch = every, crop, batch
+        self.train_path, self.val_path = train_path, val_path
+        self.points: list[tuple[int, float]] = []
+
+    def measure(self, backbone: nn.Module, step: int) -> None:
+        """Fit a probe on the current backbone's features and record ``(step, val top-1)``."""
+        was_training = backbone.training
+        backbone.eval()
+        train = extract(backbone, self.train_path, self.crop, self.batch)
+        val = extract(backbone, self.val_path, self.crop, self.batch)
+        backbone.train(was_training)
+        num_classes = int(max(train[1].max(), val[1].max())) + 1
+        probe = fit_linear_probe(*train, num_classes=num_classes)
+        self.points.append((step, probe_top1(probe, *val)))
+        print(f"step {step}: val linear top-1 {self.points[-1][1]:.2f}", flush=True)
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *_: Any) -> None:
+        if trainer.global_step % self.every == 0:
+            self.measure(module.backbone, trainer.global_step)
 
 
 def gradcam_overlays(
@@ -132,6 +161,33 @@ def gradcam_overlays(
     return np.concatenate(panels, axis=1)
 
 
+def _diagnose_cell(
+    cfg: Any,
+    backbone: nn.Module,
+    tracked: dict[str, torch.Tensor] | None,
+    crop: int,
+    cell_dir: Path,
+) -> list[dict[str, Any]] | None:
+    """The factor diagnostic of a cell trained on fgmarks (None on other data)."""
+    if cfg.data.get("source_dataset", cfg.data.dataset) != "fgmarks":
+        return None
+    from solo_fgsynth.data.fgmarks import FGMarksConfig
+    from solo_fgsynth.diagnose import diagnose, write_diagnosis
+
+    kwargs = cfg.method_kwargs
+    diagnosis = diagnose(
+        backbone,
+        FGMarksConfig.from_mapping(cfg.data.fgmarks),
+        crop,
+        tracked=tracked,
+        var_fraction=float(kwargs.get("var_fraction", 0.25)),
+        cam_fraction=float(kwargs.get("cam_fraction", 0.25)),
+        cam_ranking=str(kwargs.get("cam_ranking", "magnitude")),
+    )
+    write_diagnosis(diagnosis, cell_dir, title=cell_dir.name)
+    return diagnosis.rows()
+
+
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Pretrain per ``spec`` through the launcher, evaluate the backbone, return the record."""
     from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
@@ -149,13 +205,19 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config(spec["config_path"], spec["config_name"], overrides)
     prepare_data_cfg(cfg.data, default_cache_dir())
     training = TrainingProbe()
-    checkpoint = run_pretrain(cfg, extra_callbacks=[training])
+    crop = int(cfg.augmentations[0].crop_size)
+    batch = int(spec["eval"]["batch_size"])
+    callbacks: list[Callback] = [training]
+    curve_every = int(spec["eval"].get("curve_every", 0))
+    curve = None
+    if curve_every:
+        curve = LearningCurve(curve_every, cfg.data.train_path, cfg.data.val_path, crop, batch)
+        callbacks.append(curve)
+    checkpoint = run_pretrain(cfg, extra_callbacks=callbacks)
     memory = peak_memory_mb()
     if training.backbone is None:
         raise RuntimeError(f"cell {spec['cell']}: training ended without a backbone")
     backbone = training.backbone.cpu().float().eval()
-    crop = int(cfg.augmentations[0].crop_size)
-    batch = int(spec["eval"]["batch_size"])
     train = extract(backbone, cfg.data.train_path, crop, batch)
     val = extract(backbone, cfg.data.val_path, crop, batch)
     num_classes = int(max(train[1].max(), val[1].max())) + 1
@@ -165,6 +227,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "knn_top1": knn_top1(*train, *val, k=int(spec["eval"]["knn_k"])),
         **retrieval_metrics(*val),
     }
+    if curve and (not curve.points or curve.points[-1][0] != len(training.losses)):
+        curve.points.append((len(training.losses), metrics["linear_top1"]))
+    diagnosis = _diagnose_cell(cfg, backbone, training.tracked, crop, cell_dir)
     overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
     return {
@@ -179,6 +244,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "steps": len(training.losses),
         "losses": training.losses,
         "base_losses": training.base_losses,
+        "curve": [list(point) for point in curve.points] if curve else [],
+        "diagnosis": diagnosis,
         "checkpoint": str(checkpoint) if checkpoint else None,
     }
 

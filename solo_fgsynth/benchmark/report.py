@@ -44,12 +44,19 @@ def overheads(summary: dict[str, Any], pairs: dict[str, str]) -> dict[str, dict[
     return ratios
 
 
+def format_mean_std(entry: dict[str, float]) -> str:
+    """``mean ± std`` over seeds; a single seed has no spread, so it prints ``mean (n=1)``."""
+    if entry["n"] < 2:
+        return f"{entry['mean']:.2f} (n=1)"
+    return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+
+
 def markdown_table(summary: dict[str, Any], ratios: dict[str, dict[str, float]]) -> str:
     """The results as a markdown table (mean ± std over seeds), then the overhead ratios."""
     header = ["method", *METRICS, "step time (s)", "peak mem (MB)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell, entry in summary.items():
-        cells = [f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}" for m in METRICS]
+        cells = [format_mean_std(entry[m]) for m in METRICS]
         lines.append(
             f"| {cell} | "
             + " | ".join(cells)
@@ -103,6 +110,32 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path) -> bool:
+    """Validation linear-probe top-1 against training steps, one line per run.
+
+    Returns False (and writes nothing) when no run recorded a curve.
+    """
+    runs = [record for record in records if record.get("curve")]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for record in runs:
+        steps, top1 = zip(*record["curve"], strict=True)
+        axis.plot(steps, top1, marker="o", label=f"{record['cell']} s{record['seed']}")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("val linear top-1 (%)")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
 
 
 def gradcam_panel(rows: dict[str, Path], path: Path, min_height: int = 96) -> None:
