@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "compare fgsynth with stock byol/simclr on equal budgets (presets: quick, full)",
     ),
+    "diagnose": (
+        "solo_fgsynth.diagnose",
+        "main",
+        "which feature dims carry fgmarks' label vs its nuisances, and which fgsynth selects",
+    ),
     "zoo": (
         "solo_fgsynth.zoo.cli",
         "main",

@@ -1,0 +1,199 @@
+"""The factor diagnostic of a backbone on fgmarks: are the selected dimensions the nuisance ones?
+
+Scores every pooled-feature dimension against the label and each nuisance on the validation
+split (rendered in memory from the run's own fgmarks settings), then, for the dimensions each
+selection criterion picks, the share that is nuisance-dominated against the share among all
+dimensions (what a random selection of any size picks on average).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from solo_fgsynth.data.fgmarks import FGMarksConfig, render, sample_scenes
+from solo_fgsynth.data.views import eval_transform
+from solo_fgsynth.diagnose.factors import NUISANCES, dominant_factors, factor_scores
+
+# How the Grad-CAM importance alpha_k * z_k is turned into a score whose lowest are perturbed.
+CAM_RANKINGS: dict[str, object] = {
+    "signed": lambda importance: importance,
+    "magnitude": lambda importance: importance.abs(),
+    "positive": lambda importance: importance.clamp_min(0.0),
+}
+
+
+@dataclass
+class Diagnosis:
+    """Per-dimension factor scores and each criterion's selection (boolean masks over dims)."""
+
+    scores: dict[str, np.ndarray]
+    selections: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nuisance_dominated(self) -> np.ndarray:
+        """Dimensions whose best nuisance score exceeds their label score."""
+        return dominant_factors(self.scores)[2]
+
+    def rows(self) -> list[dict[str, float | int | str]]:
+        """One row per criterion, plus ``all dims`` (the expectation of a random selection)."""
+        dominated = self.nuisance_dominated
+        label = self.scores["label"]
+        best_nuisance = dominant_factors(self.scores)[0]
+        everything = np.ones_like(dominated)
+        rows = []
+        for name, mask in {"all dims (= random)": everything, **self.selections}.items():
+            picked = int(mask.sum())
+            rows.append(
+                {
+                    "criterion": name,
+                    "dims": picked,
+                    "nuisance_dominated_share": float(dominated[mask].mean()) if picked else 0.0,
+                    "mean_label_score": float(label[mask].mean()) if picked else 0.0,
+                    "mean_nuisance_score": float(best_nuisance[mask].mean()) if picked else 0.0,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the table rows, per-factor means and the per-dimension scores."""
+        best, which, dominated = dominant_factors(self.scores)
+        names = list(NUISANCES)
+        return {
+            "rows": self.rows(),
+            "dominant_nuisance_counts": {
+                names[i]: int(((which == i) & dominated).sum()) for i in range(len(names))
+            },
+            "dims": {
+                "label": self.scores["label"].round(5).tolist(),
+                "best_nuisance": best.round(5).tolist(),
+                "best_nuisance_name": [names[i] for i in which],
+                "selections": {k: np.flatnonzero(v).tolist() for k, v in self.selections.items()},
+            },
+        }
+
+
+@torch.no_grad()
+def validation_features(
+    backbone: nn.Module, fgmarks: FGMarksConfig, crop_size: int, batch_size: int = 256
+) -> tuple[np.ndarray, object]:
+    """Eval-mode pooled features of fgmarks' validation split, and its scenes (the factors)."""
+    scenes = sample_scenes(fgmarks, "val")
+    images = render(scenes, fgmarks)
+    view = eval_transform(crop_size)
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    features = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack(
+            [view(Image.fromarray(im)) for im in images[start : start + batch_size]]
+        )
+        features.append(backbone(batch.to(device)).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(features).numpy(), scenes
+
+
+def lowest(scores: Tensor | np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask of the ``round(fraction * C)`` lowest scores."""
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    mask = np.zeros(scores.numel(), dtype=bool)
+    count = round(fraction * scores.numel())
+    if count:
+        mask[torch.topk(scores, count, largest=False).indices.numpy()] = True
+    return mask
+
+
+def criterion_selections(
+    variance: Tensor,
+    importance: Tensor | None,
+    var_fraction: float,
+    cam_fraction: float,
+    cam_ranking: str = "magnitude",
+) -> dict[str, np.ndarray]:
+    """The dims each criterion picks: variance, Grad-CAM under every ranking, and their union."""
+    selections = {"variance": lowest(variance, var_fraction)}
+    if importance is not None:
+        for ranking, transform in CAM_RANKINGS.items():
+            selections[f"gradcam ({ranking})"] = lowest(transform(importance), cam_fraction)
+        selections[f"both (union, {cam_ranking})"] = (
+            selections["variance"] | selections[f"gradcam ({cam_ranking})"]
+        )
+    return selections
+
+
+def diagnose(
+    backbone: nn.Module,
+    fgmarks: FGMarksConfig,
+    crop_size: int,
+    tracked: Mapping[str, Tensor] | None = None,
+    var_fraction: float = 0.25,
+    cam_fraction: float = 0.25,
+    cam_ranking: str = "magnitude",
+) -> Diagnosis:
+    """Score ``backbone``'s dims on fgmarks' val split and evaluate the criteria's selections.
+
+    ``tracked`` holds an fgsynth run's EMA ``variance`` and ``importance``; without it (a stock
+    run) the variance criterion uses the validation features' own variance, and there is no
+    Grad-CAM criterion.
+    """
+    features, scenes = validation_features(backbone, fgmarks, crop_size)
+    diagnosis = Diagnosis(scores=factor_scores(features, scenes))
+    if tracked is not None:
+        selections = criterion_selections(
+            tracked["variance"], tracked["importance"], var_fraction, cam_fraction, cam_ranking
+        )
+    else:
+        val_variance = torch.as_tensor(features).var(dim=0)
+        selections = {
+            "variance (val features)": lowest(val_variance, var_fraction),
+        }
+    diagnosis.selections = selections
+    return diagnosis
+
+
+def markdown(diagnosis: Diagnosis) -> str:
+    """The selection table as markdown."""
+    lines = [
+        "| criterion | dims | nuisance-dominated share | mean label R² | mean best-nuisance R² |",
+        "|---|---|---|---|---|",
+    ]
+    for row in diagnosis.rows():
+        lines.append(
+            f"| {row['criterion']} | {row['dims']} | {100 * row['nuisance_dominated_share']:.1f} % "
+            f"| {row['mean_label_score']:.3f} | {row['mean_nuisance_score']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(diagnosis: Diagnosis, path: Path, title: str = "") -> None:
+    """Label score against best nuisance score per dimension, each criterion's picks marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = diagnosis.scores["label"]
+    nuisance = dominant_factors(diagnosis.scores)[0]
+    figure, axis = plt.subplots(figsize=(6, 5))
+    axis.scatter(label, nuisance, s=10, c="lightgrey", label="all dims")
+    markers = ["o", "s", "^", "v", "D", "x"]
+    for (name, mask), marker in zip(diagnosis.selections.items(), markers, strict=False):
+        axis.scatter(
+            label[mask], nuisance[mask], s=28, marker=marker, facecolors="none", label=name
+        )
+    top = max(float(label.max()), float(nuisance.max()), 0.05)
+    axis.plot([0, top], [0, top], "k--", linewidth=0.8)
+    axis.set_xlabel("label score (adjusted R², one-hot label)")
+    axis.set_ylabel("best nuisance score (adjusted R²)")
+    axis.set_title(title or "above the dashed line: nuisance-dominated")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
