@@ -216,7 +216,7 @@ class FGSynth(nn.Module):
         finite = torch.isfinite(torch.stack([term.detach().float() for term in terms]))
         if not bool(finite.all()):
             name = LOSS_TERMS[int((~finite).nonzero()[0])]
-            value = float(terms[LOSS_TERMS.index(name)])
+            value = float(terms[LOSS_TERMS.index(name)].detach())
             where = "" if step is None else f" at step {step}"
             raise FloatingPointError(
                 f"non-finite {name} ({value}){where}: training stopped; checkpoints written "
