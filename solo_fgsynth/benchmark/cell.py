@@ -31,6 +31,7 @@ from solo_fgsynth.benchmark.metrics import (
     probe_top1,
     retrieval_metrics,
 )
+from solo_fgsynth.benchmark.pairs import measure_cell_pairs
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
 WARMUP_STEPS = 5
@@ -44,6 +45,7 @@ class TrainingProbe(Callback):
         self.losses: list[float] = []
         self.base_losses: list[float] = []
         self.backbone: nn.Module | None = None
+        self.synth: nn.Module | None = None
         self._started = 0.0
 
     def on_train_batch_start(self, trainer: Trainer, module: LightningModule, *_: Any) -> None:
@@ -66,6 +68,7 @@ class TrainingProbe(Callback):
 
     def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
         self.backbone = module.backbone
+        self.synth = getattr(module, "fgsynth", None)
 
     @property
     def step_time(self) -> float:
@@ -167,6 +170,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     }
     overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
+    pairs = None
+    if training.synth is not None and training.synth.statistics.ready:
+        val_images = datasets.ImageFolder(cfg.data.val_path, transform=eval_transform(crop))
+        pairs = measure_cell_pairs(backbone, training.synth, val_images, cell_dir / "pairs.png")
     return {
         "cell": spec["cell"],
         "method": spec["method"],
@@ -180,6 +187,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "losses": training.losses,
         "base_losses": training.base_losses,
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "pairs": pairs,
     }
 
 
