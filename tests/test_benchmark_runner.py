@@ -126,8 +126,12 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
         assert all(0.0 <= value <= 100.0 for value in run["metrics"].values())
         assert run["steps"] == 2 and run["step_time_s"] > 0 and run["peak_memory_mb"] > 0
     assert "fgsynth_byol/byol" in results["overhead"]
-    for name in ("results.md", "accuracy.png", "losses.png", "gradcam.png"):
+    for name in ("results.md", "accuracy.png", "losses.png", "gradcam.png", "pairs.png"):
         assert (out / name).stat().st_size > 0, name
+    pairs = {run["cell"]: run["pairs"] for run in results["runs"]}
+    assert pairs["byol"] is None
+    assert set(pairs["fgsynth_byol"]) == {"pair_feature_ratio", "pair_diff_ratio"}
+    assert all(value > 0 for value in pairs["fgsynth_byol"].values())
 
     finished = out / "cells" / "byol-seed0" / "result.json"
     stamp = finished.stat().st_mtime_ns

@@ -115,3 +115,38 @@ def test_diagnose_runs_on_a_backbone_and_writes_table_json_and_figure(tmp_path: 
     assert (tmp_path / "diagnosis.png").stat().st_size > 0
     stock = diagnose(backbone, config, 32)
     assert list(stock.selections) == ["variance (val features)"]
+
+
+@pytest.mark.solo
+def test_diagnose_cli_reads_a_checkpoint_and_its_tracked_statistics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from solo_fgsynth.backbones import BACKBONES
+    from solo_fgsynth.cli import main
+
+    backbone = BACKBONES["resnet10_small"](width=4)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state["fgsynth.statistics.variance"] = torch.arange(32.0)
+    state["fgsynth.statistics.importance"] = torch.linspace(-1, 1, 32)
+    ckpt = tmp_path / "run" / "fgsynth-ep=0.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": state}, ckpt)
+    fgmarks = {"num_classes": 4, "image_size": 32, "train_per_class": 1, "val_per_class": 6}
+    recipe = {
+        "method": "fgsynth",
+        "backbone": {"name": "resnet10_small", "kwargs": {"width": 4}},
+        "method_kwargs": {"var_fraction": 0.25, "cam_fraction": 0.25, "cam_ranking": "signed"},
+        "data": {"dataset": "custom", "source_dataset": "fgmarks", "fgmarks": fgmarks},
+        "augmentations": [{"crop_size": 32}],
+    }
+    (ckpt.parent / "args.json").write_text(json.dumps(recipe))
+    assert main(["diagnose", str(ckpt), "--out", str(tmp_path / "out")]) == 0
+    saved = json.loads((tmp_path / "out" / "diagnosis.json").read_text())
+    assert saved["dims"]["selections"]["variance"] == list(range(8))
+    assert saved["dims"]["selections"]["gradcam (signed)"] == list(range(8))
+    assert "both (union, signed)" in capsys.readouterr().out
+
+    recipe["data"] = {"dataset": "cub200"}
+    (ckpt.parent / "args.json").write_text(json.dumps(recipe))
+    assert main(["diagnose", str(ckpt)]) == 2
+    assert "needs fgmarks" in capsys.readouterr().err

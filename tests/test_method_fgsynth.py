@@ -133,6 +133,11 @@ def test_defaults_are_filled_into_the_config() -> None:
         ({"decoder_lr": 0}, r"method_kwargs\.decoder_lr=0 is out of range"),
         ({"ema_momentum": 1.2}, r"method_kwargs\.ema_momentum=1\.2"),
         ({"synth_grad_to_decoder": "no"}, r"method_kwargs\.synth_grad_to_decoder='no'"),
+        ({"cam_ranking": "abs"}, r"method_kwargs\.cam_ranking='abs' is not supported"),
+        ({"recon_to_encoder": "yes"}, r"method_kwargs\.recon_to_encoder='yes'"),
+        ({"feature_module": 4}, r"method_kwargs\.feature_module=4 is not valid"),
+        ({"log_pairs_every_n_epochs": -1}, r"method_kwargs\.log_pairs_every_n_epochs=-1"),
+        ({"fgsynth_version": 1}, r"method_kwargs\.fgsynth_version=1 is not this"),
         (
             {"var_fracton": 0.2},
             r"method_kwargs\.var_fracton is not a knob.*did you mean 'var_fraction'",
@@ -147,11 +152,43 @@ def test_each_invalid_knob_gives_its_message(knob: dict, message: str) -> None:
         build(cfg)
 
 
-def test_a_backbone_without_a_feature_map_is_rejected() -> None:
+@pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny"])
+def test_vision_transformers_are_refused_as_not_supported_yet(name: str) -> None:
     cfg = make_cfg("simclr")
-    cfg.backbone.name = "vit_tiny"
-    with pytest.raises(ValueError, match="ResNet-style backbone with a 'layer4'"):
+    cfg.backbone.name = name
+    with pytest.raises(
+        ValueError, match=rf"backbone '{name}' is a vision transformer.*not support"
+    ):
         build(cfg)
+
+
+def test_an_unknown_feature_module_lists_the_backbone_modules() -> None:
+    cfg = make_cfg("simclr", feature_module="layer5")
+    with pytest.raises(ValueError, match=r"feature_module='layer5'.*did you mean 'layer4'.*layer1"):
+        build(cfg)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "path", "dims"),
+    [("wide_resnet28w2", "relu", 128), ("convnext_tiny", "stages.3", 768)],
+)
+def test_default_feature_module_of_other_convolutional_backbones(
+    backbone: str, path: str, dims: int
+) -> None:
+    from solo_fgsynth.methods.fgsynth import FGSynthMethod
+
+    cfg = make_cfg("simclr")
+    cfg.backbone.name = backbone
+    cfg = FGSynthMethod.add_and_assert_specific_cfg(cfg)
+    assert cfg.method_kwargs.feature_module == path
+    model = build(cfg)
+    assert model.knobs["feature_module"] == path
+    x = torch.randn(4, 3, 32, 32)
+    with model.fgsynth.capture():
+        out = model.base_training_step(x, torch.zeros(4, dtype=torch.long))
+    out["z"].sum().backward()
+    model.fgsynth.update_statistics()
+    assert model.fgsynth.statistics.ready and model.fgsynth.statistics.variance.shape == (dims,)
 
 
 class GradientProbe(Callback):
@@ -194,6 +231,8 @@ def test_training_logs_all_terms_and_trains_encoder_and_decoder(base: str, base_
         "train_synth_pair_loss",
         "train_synth_selected_dims",
         "train_synth_criteria_overlap",
+        "train_pair_feature_ratio",
+        "train_pair_diff_ratio",
     ):
         assert name in metrics, name
         assert torch.isfinite(metrics[name]), name
@@ -274,3 +313,171 @@ def test_two_process_ddp_keeps_statistics_identical_across_ranks(tmp_path: Path)
     assert torch.equal(ranks[0]["variance"], ranks[1]["variance"])
     assert torch.equal(ranks[0]["importance"], ranks[1]["importance"])
     assert ranks[0]["variance"].abs().sum() > 0
+
+
+def _batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: tensor.detach().clone()
+        for name, tensor in module.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    }
+
+
+def test_the_pair_forward_leaves_every_backbone_batchnorm_statistic_untouched() -> None:
+    model = build(make_cfg("byol"))
+    backbones = {"online": model.backbone, "momentum": model.momentum_backbone}
+    around_pairs: list[int] = []
+    real_pair_loss = model.pair_loss
+
+    def checked_pair_loss(view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+        before = {key: _batchnorm_buffers(net) for key, net in backbones.items()}
+        loss = real_pair_loss(view_a, view_b)
+        for key, net in backbones.items():
+            after = _batchnorm_buffers(net)
+            for name, tensor in before[key].items():
+                assert torch.equal(after[name], tensor), f"{key} {name}"
+        around_pairs.append(model.trainer.global_step)
+        return loss
+
+    model.pair_loss = checked_pair_loss
+    make_trainer(2, max_steps=4).fit(model, loader())
+    assert around_pairs and min(around_pairs) >= 1  # pairs exist from the second step on
+    for key, net in backbones.items():
+        counts = {int(b.num_batches_tracked) for b in net.modules() if hasattr(b, "running_var")}
+        assert counts == {2 * 4}, key  # two real views per step, as stock BYOL: no pair forward
+
+
+def _simclr_ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = build(make_cfg("simclr"))
+    generator = torch.Generator().manual_seed(10 + rank)
+    view_a = torch.randn(3, 3, 32, 32, generator=generator)
+    view_b = torch.randn(3, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        loss = model.pair_loss(view_a, view_b)
+        z = model(torch.cat([view_a, view_b]))["z"]
+    torch.save({"loss": loss, "z": z}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_simclr_pair_loss_under_two_process_ddp_is_nt_xent_over_the_gathered_pairs(
+    tmp_path: Path,
+) -> None:
+    import torch.multiprocessing as mp
+    import torch.nn.functional as F
+
+    mp.spawn(_simclr_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    z = F.normalize(torch.cat([r["z"] for r in ranks]), dim=1)  # rows: a0 b0 a1 b1, 3 each
+    n, temperature = 3, 0.2
+    partner = torch.cat([torch.arange(n) + n, torch.arange(n)])
+    partner = torch.cat([partner, partner + 2 * n])
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    per_row = F.cross_entropy(logits, partner, reduction="none")
+    for rank, result in enumerate(ranks):
+        expected = per_row[rank * 2 * n : (rank + 1) * 2 * n].mean()
+        assert result["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class SaveEachEpoch(Callback):
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
+        trainer.save_checkpoint(self.directory / f"epoch{trainer.current_epoch}.ckpt")
+
+
+class BreakDecoderAtStep(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Trainer, module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                module.fgsynth.decoder.head.bias.fill_(float("nan"))
+
+
+def test_a_non_finite_loss_stops_training_naming_step_and_term_and_keeps_checkpoints(
+    tmp_path: Path,
+) -> None:
+    model = build(make_cfg("byol"))
+    callbacks = [SaveEachEpoch(tmp_path), BreakDecoderAtStep(STEPS_PER_EPOCH + 1)]
+    with pytest.raises(FloatingPointError, match=r"non-finite L_R \(nan\) at step 4"):
+        make_trainer(3, callbacks).fit(model, loader())
+    assert [p.name for p in tmp_path.glob("*.ckpt")] == ["epoch0.ckpt"]
+    state = torch.load(tmp_path / "epoch0.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_handled(
+    tmp_path: Path,
+) -> None:
+    from solo_fgsynth.methods.fgsynth import FGSynthMethod
+
+    cfg = FGSynthMethod.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
+    assert cfg.method_kwargs.fgsynth_version == 2  # in the config, hence in args.json
+    trainer = make_trainer(1, max_steps=1)
+    trainer.fit(build(cfg), loader())
+    path = tmp_path / "v2.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["fgsynth"]["version"] == 2
+    knobs = checkpoint["fgsynth"]["knobs"]
+    assert knobs["strength"] == 0.3 and knobs["cam_ranking"] == "magnitude"
+    assert knobs["feature_module"] == "layer4" and knobs["recon_to_encoder"] is False
+
+    old = dict(checkpoint)
+    del old["fgsynth"]
+    torch.save(old, tmp_path / "v1.ckpt")
+    loaded = FGSynthMethod.load_from_checkpoint(str(tmp_path / "v1.ckpt"), cfg=cfg)
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, checkpoint["state_dict"][name]), name
+    with pytest.warns(UserWarning, match="resuming an fgsynth version 1 checkpoint"):
+        make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v1.ckpt")
+
+    newer = dict(checkpoint, fgsynth={"version": 3, "knobs": knobs})
+    torch.save(newer, tmp_path / "v3.ckpt")
+    with pytest.raises(RuntimeError, match=r"written by fgsynth version 3.*upgrade"):
+        FGSynthMethod.load_from_checkpoint(str(tmp_path / "v3.ckpt"), cfg=cfg)
+
+
+def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(build(make_cfg("simclr", log_pairs_every_n_epochs=1)), loader())
+    # epoch 0's first step has no statistics yet, so no pairs: the first grid is epoch 1's
+    assert sorted(p.name for p in Path(logger.log_dir, "pairs").iterdir()) == ["epoch=1.png"]
+
+
+def test_overflowing_mixed_precision_steps_never_reach_the_statistics() -> None:
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    model = build(make_cfg("simclr"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # every step overflows in fp16
+    precision = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    make_trainer(1, plugins=[precision], max_steps=2).fit(model, loader())
+    statistics = model.fgsynth.statistics
+    assert int(statistics.variance_updates) == 0 and statistics.discarded_steps == 2
+    assert scaler.get_scale() == 2.0**38
+
+
+def test_bf16_mixed_training_keeps_finite_statistics() -> None:
+    model = build(make_cfg("byol"))
+    make_trainer(1, precision="bf16-mixed").fit(model, loader())
+    statistics = model.fgsynth.statistics
+    assert int(statistics.importance_updates) == STEPS_PER_EPOCH
+    assert torch.isfinite(statistics.importance).all() and torch.isfinite(statistics.variance).all()

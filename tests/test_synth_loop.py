@@ -130,3 +130,61 @@ def test_mismatched_inputs_are_rejected() -> None:
         synth(torch.randn(4, 8), torch.randn(4, 3, 16, 16), epoch=0)
     with pytest.raises(ValueError, match="3 views for 4 feature rows"):
         synth(torch.randn(4, 16), torch.randn(3, 3, 16, 16), epoch=0)
+
+
+def _importance_and_encoder_grad(recon_to_encoder: bool, alpha: float) -> tuple:
+    torch.manual_seed(1)
+    encoder = Encoder()
+    config = FGSynthConfig(decoder_width=8, recon_to_encoder=recon_to_encoder, alpha=alpha)
+    synth = FGSynth(16, 16, config).attach(encoder.layer4)
+    x1, x2 = torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)
+    with synth.capture():
+        z1, z2 = encoder(x1), encoder(x2)
+    out = synth(torch.cat([z1, z2]), torch.cat([x1, x2]), epoch=0)
+    synth.total_loss(_ssl_loss(z1, z2), out.recon_loss, None).backward()
+    synth.update_statistics()
+    return synth.statistics.importance.clone(), encoder.layer4[0].weight.grad.clone()
+
+
+def test_recon_to_encoder_trains_the_encoder_but_leaves_the_gradcam_importance_alone() -> None:
+    detached_importance, detached_grad = _importance_and_encoder_grad(False, alpha=0.5)
+    ssl_only_importance, ssl_only_grad = _importance_and_encoder_grad(False, alpha=0.0)
+    importance, grad = _importance_and_encoder_grad(True, alpha=0.5)
+    assert torch.equal(detached_grad, ssl_only_grad)  # default: L_R never reaches the encoder
+    assert not torch.allclose(grad, ssl_only_grad)  # recon_to_encoder: it does
+    assert torch.allclose(importance, ssl_only_importance, rtol=1e-6, atol=1e-9)
+    assert torch.equal(detached_importance, ssl_only_importance)
+
+
+def test_recon_to_encoder_gives_the_reconstruction_gradient_of_the_plain_decoder_input() -> None:
+    encoder = Encoder()
+    synth = FGSynth(16, 16, FGSynthConfig(decoder_width=8, recon_to_encoder=True))
+    synth.attach(encoder.layer4)
+    x = torch.randn(4, 3, 16, 16)
+    with synth.capture():
+        z = encoder(x)
+    synth(z, x, epoch=0).recon_loss.backward()
+    through_branch = encoder.layer4[0].weight.grad.clone()
+    encoder.zero_grad()
+    synth.decoder.zero_grad()
+    from solo_fgsynth.synth import reconstruction_loss
+
+    reconstruction_loss(synth.decoder(encoder(x)), x).backward()
+    assert torch.allclose(through_branch, encoder.layer4[0].weight.grad, atol=1e-7)
+
+
+def test_frozen_batchnorm_statistics_keeps_buffers_and_normalises_with_batch_statistics() -> None:
+    from solo_fgsynth.synth import frozen_batchnorm_statistics
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm1d(4).eval())
+    reference = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    reference.load_state_dict(net[:2].state_dict())
+    before = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    x = torch.randn(5, 3, 6, 6)
+    with frozen_batchnorm_statistics(net):
+        frozen_out = net[:2](x)
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert torch.equal(frozen_out, reference(x))  # train-mode: the batch's own statistics
+    assert int(reference[1].num_batches_tracked) == 1
+    assert net[1].track_running_stats and net[2].track_running_stats

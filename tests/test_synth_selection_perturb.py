@@ -72,13 +72,63 @@ def test_random_selection_has_the_size_of_the_criteria_selection() -> None:
         assert control.size == reference.size
 
 
+@pytest.mark.parametrize(
+    ("ranking", "expected"),
+    [("magnitude", [0, 3]), ("signed", [1, 2]), ("positive", [1, 2])],
+)
+def test_cam_ranking_decides_which_importances_count_as_least(
+    ranking: str, expected: list[int]
+) -> None:
+    importance = torch.tensor([0.01, -5.0, -3.0, 0.02, 4.0, 6.0, 7.0, 8.0])
+    selection = select_dimensions(
+        VARIANCE,
+        importance,
+        var_fraction=0.0,
+        cam_fraction=0.25,
+        criterion="gradcam",
+        cam_ranking=ranking,
+    )
+    assert selection.mask.nonzero().flatten().tolist() == expected
+
+
+def test_intersection_keeps_the_dims_both_criteria_propose() -> None:
+    importance = torch.tensor([0.0, 9.0, 0.1, 8.0, 7.0, 0.2, 6.0, 5.0])
+    selection = select_dimensions(
+        VARIANCE, importance, var_fraction=0.375, cam_fraction=0.5, combine="intersection"
+    )
+    # variance proposes {0, 2, 5}; Grad-CAM (magnitude) proposes {0, 2, 5, 7}
+    assert selection.mask.nonzero().flatten().tolist() == [0, 2, 5]
+    assert selection.overlap == pytest.approx(3 / 4)
+
+
+def test_random_selection_is_not_the_criteria_mask_and_is_uniform_over_dims() -> None:
+    generator = torch.Generator().manual_seed(5)
+    reference = select_dimensions(VARIANCE, IMPORTANCE, var_fraction=0.25, cam_fraction=0.25)
+    counts = torch.zeros(8)
+    draws = 4000
+    differs = 0
+    for _ in range(draws):
+        control = select_dimensions(
+            VARIANCE,
+            IMPORTANCE,
+            var_fraction=0.25,
+            cam_fraction=0.25,
+            criterion="random",
+            generator=generator,
+        )
+        counts += control.mask.float()
+        differs += int(not torch.equal(control.mask, reference.mask))
+    assert differs > draws * 0.9  # 1 in C(8, 4) = 70 draws equals it by chance
+    expected = draws * reference.size / 8
+    chi_square = float(((counts - expected) ** 2 / expected).sum())
+    assert chi_square < 24.32  # 7 degrees of freedom, p = 0.001
+
+
 def test_perturbation_keeps_unselected_dims_bit_identical_and_changes_selected_ones() -> None:
     features = torch.randn(6, 8)
     mask = torch.tensor([True, False, True, False, False, True, False, False])
     for mode, strength in (("noise", 1.0), ("shuffle", 1.0), ("interpolate", 0.8)):
-        perturbed = perturb_features(
-            features, mask, mode=mode, strength=strength, std=torch.ones(8)
-        )
+        perturbed = perturb_features(features, mask, mode=mode, strength=strength, scale=1.0)
         assert torch.equal(perturbed[:, ~mask], features[:, ~mask]), mode
         assert (perturbed[:, mask] != features[:, mask]).all(), mode
 
@@ -87,25 +137,45 @@ def test_shuffle_takes_the_values_of_another_sample() -> None:
     features = torch.arange(12.0).reshape(4, 3)
     mask = torch.tensor([False, True, False])
     perturbed = perturb_features(features, mask, mode="shuffle", strength=1.0)
-    donors = perturbed[:, 1]
-    assert sorted(donors.tolist()) == sorted(features[:, 1].tolist())
-    assert (donors != features[:, 1]).all()
+    for row in range(4):
+        others = [features[other, 1] for other in range(4) if other != row]
+        assert perturbed[row, 1] in others
 
 
-def test_noise_is_scaled_by_the_tracked_std() -> None:
-    features = torch.zeros(20000, 2)
-    mask = torch.tensor([True, True])
-    perturbed = perturb_features(
-        features, mask, mode="noise", strength=0.5, std=torch.tensor([1.0, 4.0])
-    )
-    assert perturbed.std(dim=0).tolist() == pytest.approx([0.5, 2.0], rel=0.03)
+@pytest.mark.parametrize("mode", ["shuffle", "interpolate"])
+def test_a_one_row_subset_mixes_with_a_partner_from_the_whole_batch(mode: str) -> None:
+    features = torch.arange(12.0).reshape(4, 3)
+    mask = torch.tensor([True, True, False])
+    rows = torch.tensor([2])
+    perturbed = perturb_features(features, mask, mode=mode, strength=1.0, rows=rows)
+    assert perturbed.shape == (1, 3)
+    assert torch.equal(perturbed[:, 2], features[rows, 2])
+    if mode == "shuffle":
+        assert perturbed[0, 0] in features[[0, 1, 3], 0]
 
 
-def test_partner_indices_is_a_derangement() -> None:
-    for size in (2, 3, 10):
-        partners = partner_indices(size)
-        assert sorted(partners.tolist()) == list(range(size))
-        assert (partners != torch.arange(size)).all()
+def test_noise_has_one_std_on_every_selected_dim_strength_times_scale() -> None:
+    features = torch.zeros(20000, 3)
+    mask = torch.tensor([True, True, False])
+    perturbed = perturb_features(features, mask, mode="noise", strength=0.5, scale=4.0)
+    assert perturbed.std(dim=0).tolist() == pytest.approx([2.0, 2.0, 0.0], rel=0.03, abs=1e-9)
+
+
+def test_noise_without_a_scale_is_rejected() -> None:
+    with pytest.raises(ValueError, match="needs one scale"):
+        perturb_features(
+            torch.randn(2, 3), torch.ones(3, dtype=torch.bool), mode="noise", strength=1
+        )
+
+
+def test_partners_are_never_the_row_itself_and_uniform_over_the_others() -> None:
+    generator = torch.Generator().manual_seed(0)
+    partners = partner_indices(5, torch.zeros(8000, dtype=torch.long), generator)
+    counts = torch.bincount(partners, minlength=5)
+    assert counts[0] == 0
+    expected = 8000 / 4
+    chi_square = float(((counts[1:] - expected) ** 2 / expected).sum())
+    assert chi_square < 16.27  # 3 degrees of freedom, p = 0.001
     with pytest.raises(ValueError, match="batch_size=1"):
         partner_indices(1)
 
@@ -129,6 +199,11 @@ def test_partner_indices_is_a_derangement() -> None:
         ({"synth_start_epoch": -1}, r"synth_start_epoch=-1 is out of range"),
         ({"decoder_width": 4}, r"decoder_width=4 is out of range: allowed is an integer >= 8"),
         ({"synth_grad_to_decoder": "yes"}, r"synth_grad_to_decoder='yes' is not a boolean"),
+        ({"recon_to_encoder": 1}, r"recon_to_encoder=1 is not a boolean"),
+        (
+            {"cam_ranking": "abs"},
+            r"cam_ranking='abs' is not supported: allowed are magnitude, signed, positive",
+        ),
     ],
 )
 def test_bad_knobs_raise_value_errors_naming_value_and_range(kwargs: dict, message: str) -> None:

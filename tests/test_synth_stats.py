@@ -100,11 +100,15 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_file: str) -> No
         stats.observe_features(features[step, shard])
         stats.observe_importance(importances[step, shard])
         stats.update()
+    # one rank's optimizer step was skipped: every rank discards the step
+    stats.observe_features(features[0, shard] * 100)
+    stats.observe_importance(importances[0, shard] * 100)
+    stats.update(skip=rank == 1)
     torch.save(stats.state_dict(), f"{out_file}.{rank}")
     dist.destroy_process_group()
 
 
-def test_ddp_reduction_equals_the_single_process_result() -> None:
+def test_ddp_reduction_equals_the_single_process_result_and_skips_agree() -> None:
     features, importances = _batches()
     single = DimensionStatistics(num_dims=6, momentum=0.7)
     for step in range(features.shape[0]):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
     gradcam_panel,
     markdown_table,
@@ -161,6 +162,8 @@ def run_benchmark(
         for r in records
     }
     gradcam_panel(first_seed, out_dir / "gradcam.png")
+    pair_grids = {cell: path.with_name("pairs.png") for cell, path in first_seed.items()}
+    pairs_panel(pair_grids, out_dir / "pairs.png")
     print(table)
     return results
 

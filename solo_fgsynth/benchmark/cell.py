@@ -30,6 +30,7 @@ from solo_fgsynth.benchmark.metrics import (
     probe_top1,
     retrieval_metrics,
 )
+from solo_fgsynth.benchmark.pairs import measure_cell_pairs
 from solo_fgsynth.data.views import eval_transform
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
@@ -44,7 +45,7 @@ class TrainingProbe(Callback):
         self.losses: list[float] = []
         self.base_losses: list[float] = []
         self.backbone: nn.Module | None = None
-        self.tracked: dict[str, torch.Tensor] | None = None
+        self.synth: nn.Module | None = None
         self._started = 0.0
 
     def on_train_batch_start(self, trainer: Trainer, module: LightningModule, *_: Any) -> None:
@@ -67,12 +68,7 @@ class TrainingProbe(Callback):
 
     def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
         self.backbone = module.backbone
-        stats = getattr(getattr(module, "fgsynth", None), "stats", None)
-        if stats is not None:
-            self.tracked = {
-                "variance": stats.variance.detach().cpu(),
-                "importance": stats.importance.detach().cpu(),
-            }
+        self.synth = getattr(module, "fgsynth", None)
 
     @property
     def step_time(self) -> float:
@@ -229,9 +225,17 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if curve and (not curve.points or curve.points[-1][0] != len(training.losses)):
         curve.points.append((len(training.losses), metrics["linear_top1"]))
-    diagnosis = _diagnose_cell(cfg, backbone, training.tracked, crop, cell_dir)
+    tracked = None
+    if training.synth is not None:
+        statistics = training.synth.statistics
+        tracked = {"variance": statistics.variance.cpu(), "importance": statistics.importance.cpu()}
+    diagnosis = _diagnose_cell(cfg, backbone, tracked, crop, cell_dir)
     overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
+    pairs = None
+    if training.synth is not None and training.synth.statistics.ready:
+        val_images = datasets.ImageFolder(cfg.data.val_path, transform=eval_transform(crop))
+        pairs = measure_cell_pairs(backbone, training.synth, val_images, cell_dir / "pairs.png")
     return {
         "cell": spec["cell"],
         "method": spec["method"],
@@ -247,6 +251,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "curve": [list(point) for point in curve.points] if curve else [],
         "diagnosis": diagnosis,
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "pairs": pairs,
     }
 
 

@@ -88,10 +88,10 @@ def diagnose_checkpoint(ckpt: Path, args_path: Path | None = None) -> Diagnosis:
     backbone = _backbone(recipe, state, ckpt)
     kwargs = recipe.get("method_kwargs", {})
     tracked = None
-    if "fgsynth.stats.variance" in state:
+    if "fgsynth.statistics.variance" in state:
         tracked = {
-            "variance": state["fgsynth.stats.variance"],
-            "importance": state["fgsynth.stats.importance"],
+            "variance": state["fgsynth.statistics.variance"],
+            "importance": state["fgsynth.statistics.importance"],
         }
     return diagnose(
         backbone,

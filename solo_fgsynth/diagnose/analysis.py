@@ -20,13 +20,8 @@ from torch import Tensor, nn
 from solo_fgsynth.data.fgmarks import FGMarksConfig, render, sample_scenes
 from solo_fgsynth.data.views import eval_transform
 from solo_fgsynth.diagnose.factors import NUISANCES, dominant_factors, factor_scores
-
-# How the Grad-CAM importance alpha_k * z_k is turned into a score whose lowest are perturbed.
-CAM_RANKINGS: dict[str, object] = {
-    "signed": lambda importance: importance,
-    "magnitude": lambda importance: importance.abs(),
-    "positive": lambda importance: importance.clamp_min(0.0),
-}
+from solo_fgsynth.synth.config import CAM_RANKINGS
+from solo_fgsynth.synth.selection import lowest_fraction_mask, ranking_scores
 
 
 @dataclass
@@ -101,13 +96,8 @@ def validation_features(
 
 
 def lowest(scores: Tensor | np.ndarray, fraction: float) -> np.ndarray:
-    """Boolean mask of the ``round(fraction * C)`` lowest scores."""
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
-    mask = np.zeros(scores.numel(), dtype=bool)
-    count = round(fraction * scores.numel())
-    if count:
-        mask[torch.topk(scores, count, largest=False).indices.numpy()] = True
-    return mask
+    """Boolean mask (numpy) of the ``round(fraction * C)`` lowest scores, as the method picks."""
+    return lowest_fraction_mask(torch.as_tensor(np.asarray(scores)), fraction).numpy()
 
 
 def criterion_selections(
@@ -120,8 +110,9 @@ def criterion_selections(
     """The dims each criterion picks: variance, Grad-CAM under every ranking, and their union."""
     selections = {"variance": lowest(variance, var_fraction)}
     if importance is not None:
-        for ranking, transform in CAM_RANKINGS.items():
-            selections[f"gradcam ({ranking})"] = lowest(transform(importance), cam_fraction)
+        for ranking in CAM_RANKINGS:
+            scores = ranking_scores(torch.as_tensor(importance), ranking)
+            selections[f"gradcam ({ranking})"] = lowest(scores, cam_fraction)
         selections[f"both (union, {cam_ranking})"] = (
             selections["variance"] | selections[f"gradcam ({cam_ranking})"]
         )

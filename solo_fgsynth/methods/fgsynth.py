@@ -12,31 +12,77 @@ from typing import Any
 
 import omegaconf
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from solo.losses.byol import byol_loss_func
 from solo.losses.simclr import simclr_loss_func
 from solo.methods.byol import BYOL
 from solo.methods.simclr import SimCLR
+from solo.utils.misc import get_rank
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-from solo_fgsynth.synth import FGSynth, FGSynthConfig
-from solo_fgsynth.synth.config import check_choice
+from solo_fgsynth.methods.pair_images import log_pair_grid
+from solo_fgsynth.synth import FGSYNTH_VERSION, FGSynth, FGSynthConfig, frozen_batchnorm_statistics
+from solo_fgsynth.synth.config import check_choice, check_int_at_least
 
 BASES = ("byol", "simclr")
 BASE_METHOD_KEYS = {
     "byol": ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim"),
     "simclr": ("proj_hidden_dim", "proj_output_dim", "temperature"),
 }
-ADAPTER_KEYS = ("base", "decoder_lr")
+ADAPTER_KEYS = (
+    "base",
+    "decoder_lr",
+    "feature_module",
+    "log_pairs_every_n_epochs",
+    "fgsynth_version",
+)
+# Backbones whose last feature map is not ``layer4``: solo-learn's wide_resnet pools the
+# output of its final LeakyReLU (after ``bn1``); timm's ConvNeXt pools its last stage.
+DEFAULT_FEATURE_MODULES = {"wide_resnet": "relu", "convnext": "stages.3"}
+TOKEN_BACKBONES = ("vit", "swin")
+DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS = 1
 
 
-def feature_map_module(backbone: nn.Module) -> nn.Module:
-    """The module whose output is the last spatial feature map ``A`` (``z = GAP(A)``)."""
-    if isinstance(getattr(backbone, "layer4", None), nn.Module):
-        return backbone.layer4
-    raise ValueError(
-        f"fgsynth needs a ResNet-style backbone with a 'layer4' feature map "
-        f"(resnet18, resnet50, wide_resnet...), got {type(backbone).__name__}"
-    )
+def default_feature_module(backbone_name: str) -> str:
+    """The watched module's dotted path for a solo-learn backbone name (``layer4`` for ResNets)."""
+    for prefix, path in DEFAULT_FEATURE_MODULES.items():
+        if backbone_name.startswith(prefix):
+            return path
+    return "layer4"
+
+
+def feature_map_module(backbone: nn.Module, path: str, backbone_name: str = "") -> nn.Module:
+    """The module at dotted ``path`` whose output is the last spatial feature map ``A``.
+
+    Vision transformers (token maps, not B x C x h x w) are refused; an unknown path lists
+    the backbone's modules.
+    """
+    if backbone_name.startswith(TOKEN_BACKBONES):
+        raise ValueError(
+            f"backbone {backbone_name!r} is a vision transformer (token maps, not a B x C x h x w "
+            "feature map): fgsynth does not support it yet; use a convolutional backbone "
+            "(resnet18, resnet50, wide_resnet28w2, convnext_tiny, ...)"
+        )
+    names = [name for name, _ in backbone.named_modules() if name and name.count(".") < 2]
+    try:
+        module = backbone.get_submodule(path)
+    except AttributeError:
+        close = difflib.get_close_matches(path, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"method_kwargs.feature_module={path!r} is not a module of the backbone "
+            f"{type(backbone).__name__}{hint}; its modules are: {', '.join(names)}"
+        ) from None
+    return module
+
+
+def synthesized_pair_indexes(num_pairs: int, rank: int, device: torch.device) -> Tensor:
+    """SimCLR indexes for ``[views_a; views_b]``: pair i of rank r is ``r * num_pairs + i``.
+
+    Unique across ranks, since solo-learn's loss gathers indexes: equal ones are positives.
+    """
+    return (rank * num_pairs + torch.arange(num_pairs, device=device)).repeat(2)
 
 
 def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
@@ -69,7 +115,43 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
             "(use optimizer.lr) or a number > 0"
         )
     kwargs.decoder_lr = decoder_lr
+    feature_module = kwargs.get("feature_module")
+    if feature_module is not None and (not isinstance(feature_module, str) or not feature_module):
+        raise ValueError(
+            f"method_kwargs.feature_module={feature_module!r} is not valid: allowed is null "
+            "(the backbone's default) or a dotted module path such as 'layer4' or 'stages.3'"
+        )
+    kwargs.feature_module = feature_module or default_feature_module(str(cfg.backbone.name))
+    every = kwargs.get("log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS)
+    try:
+        check_int_at_least("log_pairs_every_n_epochs", every, 0)
+    except ValueError as error:
+        raise ValueError(f"method_kwargs.{error} (0 turns the pair grid off)") from None
+    kwargs.log_pairs_every_n_epochs = every
+    version = kwargs.get("fgsynth_version", FGSYNTH_VERSION)
+    if version != FGSYNTH_VERSION:
+        raise ValueError(
+            f"method_kwargs.fgsynth_version={version!r} is not this solo-fgsynth's: it "
+            f"implements version {FGSYNTH_VERSION} only (leave the key out)"
+        )
+    kwargs.fgsynth_version = FGSYNTH_VERSION
     return cfg
+
+
+def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
+    """Every fgsynth knob the run uses, defaults included, as saved in checkpoints."""
+    kwargs = cfg.method_kwargs
+    knobs = FGSynthConfig.from_mapping(dict(kwargs)).to_dict()
+    knobs.update(
+        base=kwargs.get("base", "byol"),
+        decoder_lr=kwargs.get("decoder_lr"),
+        feature_module=kwargs.get("feature_module")
+        or default_feature_module(str(cfg.backbone.name)),
+        log_pairs_every_n_epochs=kwargs.get(
+            "log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS
+        ),
+    )
+    return knobs
 
 
 class FGSynthMixin:
@@ -83,15 +165,22 @@ class FGSynthMixin:
 
     def __init__(self, cfg: omegaconf.DictConfig) -> None:
         super().__init__(cfg)  # type: ignore[call-arg]
-        crop_size = int(cfg.augmentations[0].crop_size)
+        view = cfg.augmentations[0]
         self.fgsynth = FGSynth(
             self.features_dim,  # type: ignore[attr-defined]
-            crop_size,
+            int(view.crop_size),
             FGSynthConfig.from_mapping(dict(cfg.method_kwargs)),
         )
-        self.fgsynth.attach(feature_map_module(self.backbone))
+        self.knobs = effective_knobs(cfg)
+        backbone_name = str(cfg.backbone.name)
+        self.fgsynth.attach(
+            feature_map_module(self.backbone, self.knobs["feature_module"], backbone_name)
+        )
         self.decoder_lr: float = cfg.method_kwargs.decoder_lr or cfg.optimizer.lr
+        self.image_mean = list(view.get("mean", IMAGENET_DEFAULT_MEAN))
+        self.image_std = list(view.get("std", IMAGENET_DEFAULT_STD))
         self._first_view: tuple[Tensor, Tensor] | None = None
+        self._step_grad_scale = 1.0
 
     @property
     def learnable_params(self) -> list[dict[str, Any]]:
@@ -103,9 +192,16 @@ class FGSynthMixin:
         }
         return [*super().learnable_params, decoder_group]  # type: ignore[misc]
 
+    def _grad_scale(self) -> float:
+        """The loss scale of mixed precision's gradient scaler this step (1.0 without one)."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # type: ignore[attr-defined]
+        if scaler is None or not scaler.is_enabled():
+            return 1.0
+        return float(scaler.get_scale())
+
     def base_training_step(self, X: Tensor, targets: Tensor) -> dict[str, Any]:
         """The stock forward of one large crop, with both criteria watching the backbone."""
-        with self.fgsynth.capture():
+        with self.fgsynth.capture(grad_scale=self._step_grad_scale):
             out = super().base_training_step(X, targets)  # type: ignore[misc]
         if self._first_view is None:
             self._first_view = (X, out["feats"])
@@ -116,26 +212,65 @@ class FGSynthMixin:
 
         Both large crops feed the criteria; the decoder and the pairs use the first one only,
         which halves the decoder's cost at no loss of pairs (``synth_fraction`` is of the batch).
+        The pair forward leaves every BatchNorm running statistic untouched (it still
+        normalises with the pair's own batch statistics, as the real views are normalised).
         """
         self._first_view = None
+        self._step_grad_scale = self._grad_scale()
         base_loss = super().training_step(batch, batch_idx)  # type: ignore[misc]
         if self._first_view is None:
             raise RuntimeError("the base training step ran no large crop through the backbone")
         views, feats = self._first_view
         self._first_view = None
-        out = self.fgsynth(feats, views, epoch=self.current_epoch)  # type: ignore[attr-defined]
-        pair_loss = None if out.pair is None else self.pair_loss(*out.pair)  # type: ignore[attr-defined]
+        epoch = self.current_epoch  # type: ignore[attr-defined]
+        out = self.fgsynth(feats, views, epoch=epoch)
+        pair_loss = None
+        if out.pair is not None:
+            with frozen_batchnorm_statistics(self):  # type: ignore[arg-type]
+                pair_loss = self.pair_loss(*out.pair)  # type: ignore[attr-defined]
         metrics = {"train_recon_loss": out.recon_loss.detach()}
         metrics.update({f"train_{name}": value for name, value in out.metrics().items()})
         if pair_loss is not None:
             metrics["train_synth_pair_loss"] = pair_loss.detach()
         self.log_dict(metrics, on_step=True, on_epoch=True, sync_dist=True)  # type: ignore[attr-defined]
-        return self.fgsynth.total_loss(base_loss, out.recon_loss, pair_loss)
+        every = self.knobs["log_pairs_every_n_epochs"]
+        if out.subset is not None and batch_idx == 0 and every > 0 and epoch % every == 0:
+            log_pair_grid(self, views[out.subset], *out.pair, self.image_mean, self.image_std)  # type: ignore[misc, arg-type]
+        step = self.global_step  # type: ignore[attr-defined]
+        return self.fgsynth.total_loss(base_loss, out.recon_loss, pair_loss, step=step)
 
     def on_train_batch_end(self, outputs: Any, batch: Sequence[Any], batch_idx: int) -> None:
-        """After the optimizer step: the stock hook, then fold the step into the statistics."""
+        """After the optimizer step: the stock hook, then fold the step into the statistics.
+
+        A step whose optimizer step the gradient scaler skipped (its scale went down) is
+        discarded, as is one with a non-finite importance.
+        """
         super().on_train_batch_end(outputs, batch, batch_idx)  # type: ignore[misc]
-        self.fgsynth.update_statistics()
+        skipped = self._grad_scale() < self._step_grad_scale
+        self.fgsynth.update_statistics(skip=skipped)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the method version and the effective knobs beside the weights."""
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        checkpoint["fgsynth"] = {"version": FGSYNTH_VERSION, "knobs": dict(self.knobs)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a newer version; warn when resuming training from an older one."""
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        version = checkpoint.get("fgsynth", {}).get("version", 1)
+        if version > FGSYNTH_VERSION:
+            raise RuntimeError(
+                f"this checkpoint was written by fgsynth version {version}; this solo-fgsynth "
+                f"implements version {FGSYNTH_VERSION}: upgrade solo-fgsynth to load it"
+            )
+        if version < FGSYNTH_VERSION and self._trainer is not None:  # type: ignore[attr-defined]
+            rank_zero_warn(
+                f"resuming an fgsynth version {version} checkpoint with version "
+                f"{FGSYNTH_VERSION}: the weights and statistics load, but the knobs now mean "
+                "something else (noise in units of the median tracked std, Grad-CAM ranked by "
+                "magnitude, pair forward leaving BatchNorm statistics alone); the rest of the "
+                "run is not the run that was started"
+            )
 
 
 class FGSynthBYOL(FGSynthMixin, BYOL):
@@ -165,7 +300,7 @@ class FGSynthSimCLR(FGSynthMixin, SimCLR):
     def pair_loss(self, view_a: Tensor, view_b: Tensor) -> Tensor:
         """SimCLR's NT-Xent with each synthesized pair as the positives."""
         z = self(torch.cat([view_a, view_b]))["z"]
-        indexes = torch.arange(view_a.shape[0], device=z.device).repeat(2)
+        indexes = synthesized_pair_indexes(view_a.shape[0], get_rank(), z.device)
         return simclr_loss_func(z, indexes=indexes, temperature=self.temperature)
 
 

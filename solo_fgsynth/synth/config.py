@@ -8,6 +8,13 @@ from typing import Any
 CRITERIA = ("both", "variance", "gradcam", "random")
 COMBINE_MODES = ("union", "intersection")
 PERTURBATIONS = ("noise", "shuffle", "interpolate")
+CAM_RANKINGS = ("magnitude", "signed", "positive")
+FGSYNTH_VERSION = 2
+"""Version of what the knobs mean; stored in checkpoints so older ones are recognised.
+
+1: noise scaled by each selected dimension's own std, signed Grad-CAM ranking, pair forward
+updating BatchNorm statistics. 2: the current meaning (see the README's knob table).
+"""
 
 
 def _is_number(value: object) -> bool:
@@ -51,7 +58,8 @@ class FGSynthConfig:
     criterion: str = "both"
     combine: str = "union"
     perturbation: str = "noise"
-    strength: float = 1.0
+    strength: float = 0.5
+    cam_ranking: str = "magnitude"
     alpha: float = 0.05
     nu: float = 1.0
     synth_fraction: float = 0.25
@@ -59,6 +67,7 @@ class FGSynthConfig:
     decoder_width: int = 16
     ema_momentum: float = 0.99
     synth_grad_to_decoder: bool = False
+    recon_to_encoder: bool = False
 
     def __post_init__(self) -> None:
         check_fraction("var_fraction", self.var_fraction)
@@ -67,6 +76,7 @@ class FGSynthConfig:
         check_choice("criterion", self.criterion, CRITERIA)
         check_choice("combine", self.combine, COMBINE_MODES)
         check_choice("perturbation", self.perturbation, PERTURBATIONS)
+        check_choice("cam_ranking", self.cam_ranking, CAM_RANKINGS)
         check_non_negative("alpha", self.alpha)
         check_non_negative("nu", self.nu)
         if not _is_number(self.strength):
@@ -75,7 +85,7 @@ class FGSynthConfig:
             if not 0.0 < self.strength < float("inf"):
                 raise ValueError(
                     f"strength={self.strength!r} is out of range for perturbation 'noise': "
-                    "allowed is a finite number > 0 (noise std in units of the tracked std)"
+                    "allowed is a finite number > 0 (noise std in units of the median tracked std)"
                 )
         elif not 0.0 < self.strength <= 1.0:
             raise ValueError(
@@ -88,10 +98,9 @@ class FGSynthConfig:
             )
         check_int_at_least("synth_start_epoch", self.synth_start_epoch, 0)
         check_int_at_least("decoder_width", self.decoder_width, 8)
-        if not isinstance(self.synth_grad_to_decoder, bool):
-            raise ValueError(
-                f"synth_grad_to_decoder={self.synth_grad_to_decoder!r} is not a boolean"
-            )
+        for name in ("synth_grad_to_decoder", "recon_to_encoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not a boolean")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> FGSynthConfig:

@@ -8,16 +8,20 @@ from torch import Tensor
 from solo_fgsynth.synth.config import PERTURBATIONS, check_choice
 
 
-def partner_indices(batch_size: int, generator: torch.Generator | None = None) -> Tensor:
-    """For each sample, the index of a different sample (a random derangement of the batch)."""
+def partner_indices(
+    batch_size: int, rows: Tensor | None = None, generator: torch.Generator | None = None
+) -> Tensor:
+    """For each of ``rows`` (default: every row), another row of the whole batch, uniformly.
+
+    Partners come from the whole batch, so a subset of any size (even one row) has partners.
+    """
     if batch_size < 2:
         raise ValueError(
             f"batch_size={batch_size} is too small: mixing with another sample needs at least 2"
         )
-    order = torch.randperm(batch_size, generator=generator)
-    partners = torch.empty_like(order)
-    partners[order] = order.roll(-1)
-    return partners
+    rows = torch.arange(batch_size) if rows is None else rows.cpu()
+    offsets = torch.randint(1, batch_size, rows.shape, generator=generator)
+    return (rows + offsets) % batch_size
 
 
 def perturb_features(
@@ -26,14 +30,19 @@ def perturb_features(
     *,
     mode: str,
     strength: float,
-    std: Tensor | None = None,
+    scale: float | Tensor | None = None,
+    rows: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Return ``z'``: equal to ``features`` outside ``mask``, changed by ``mode`` inside it.
+    """Return ``z'`` for ``rows`` of ``features`` (default: all), changed only inside ``mask``.
 
-    - ``noise``: add Gaussian noise of ``strength`` times the tracked per-dimension ``std``;
-    - ``shuffle``: move toward another sample of the batch by ``strength`` (1.0 replaces);
+    - ``noise``: add Gaussian noise of standard deviation ``strength * scale``, one scale for
+      every selected dimension (the typical spread of all features, not each dimension's own);
+    - ``shuffle``: move toward another sample of the whole batch by ``strength`` (1.0 takes
+      its values);
     - ``interpolate``: move toward another sample by a weight drawn from U(0, ``strength``).
+
+    Outside ``mask`` the result is bit-identical to the input rows.
     """
     check_choice("perturbation", mode, PERTURBATIONS)
     if features.dim() != 2 or mask.shape != features.shape[1:]:
@@ -41,17 +50,20 @@ def perturb_features(
             f"features {tuple(features.shape)} and mask {tuple(mask.shape)} do not match: "
             "expected (B, C) and (C,)"
         )
-    noise_kwargs = {"generator": generator, "dtype": features.dtype}
+    index = torch.arange(features.shape[0]) if rows is None else rows.cpu()
+    chosen = features[index.to(features.device)]
+    random_kwargs = {"generator": generator, "dtype": features.dtype}
     if mode == "noise":
-        if std is None or std.shape != mask.shape:
-            raise ValueError("perturbation 'noise' needs the per-dimension std, of shape (C,)")
-        noise = torch.randn(features.shape, **noise_kwargs).to(features.device)
-        candidate = features + strength * std.to(features.dtype) * noise
+        if scale is None or torch.as_tensor(scale).numel() != 1:
+            raise ValueError("perturbation 'noise' needs one scale: the typical feature spread")
+        noise = torch.randn(chosen.shape, **random_kwargs).to(features.device)
+        candidate = chosen + strength * torch.as_tensor(scale).to(chosen) * noise
     else:
-        partners = features[partner_indices(features.shape[0], generator).to(features.device)]
+        partners = partner_indices(features.shape[0], index, generator)
+        partners = features[partners.to(features.device)]
         if mode == "shuffle":
-            weight = torch.full((features.shape[0], 1), float(strength), dtype=features.dtype)
+            weight = torch.full((chosen.shape[0], 1), float(strength), dtype=features.dtype)
         else:
-            weight = strength * torch.rand((features.shape[0], 1), **noise_kwargs)
-        candidate = torch.lerp(features, partners, weight.to(features.device))
-    return torch.where(mask.to(features.device), candidate, features)
+            weight = strength * torch.rand((chosen.shape[0], 1), **random_kwargs)
+        candidate = torch.lerp(chosen, partners, weight.to(features.device))
+    return torch.where(mask.to(features.device), candidate, chosen)

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from solo_fgsynth.synth.config import COMBINE_MODES, CRITERIA, check_choice, check_fraction
+from solo_fgsynth.synth.config import (
+    CAM_RANKINGS,
+    COMBINE_MODES,
+    CRITERIA,
+    check_choice,
+    check_fraction,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,21 @@ def lowest_fraction_mask(scores: Tensor, fraction: float) -> Tensor:
     return mask
 
 
+def ranking_scores(importance: Tensor, ranking: str) -> Tensor:
+    """The Grad-CAM scores whose lowest values are "least important", per ``ranking``.
+
+    ``magnitude``: ``|alpha_k z_k|`` (near-zero contributions are the least important);
+    ``signed``: the value itself (the most negative, loss-raising channels rank lowest);
+    ``positive``: its positive part (every loss-raising channel ties at zero, the lowest).
+    """
+    check_choice("cam_ranking", ranking, CAM_RANKINGS)
+    if ranking == "magnitude":
+        return importance.abs()
+    if ranking == "positive":
+        return importance.clamp_min(0)
+    return importance
+
+
 def select_dimensions(
     variance: Tensor,
     importance: Tensor,
@@ -50,13 +71,15 @@ def select_dimensions(
     cam_fraction: float,
     criterion: str = "both",
     combine: str = "union",
+    cam_ranking: str = "magnitude",
     generator: torch.Generator | None = None,
 ) -> Selection:
     """Select non-discriminative dimensions: low variance and/or low Grad-CAM importance.
 
     ``criterion`` is ``both`` (the two sets merged by ``combine``), ``variance``,
     ``gradcam``, or ``random``: as many dimensions as ``both`` would pick, drawn uniformly,
-    the control for ablations.
+    the control for ablations. ``cam_ranking`` says how importance is ranked
+    (:func:`ranking_scores`).
     """
     check_choice("criterion", criterion, CRITERIA)
     check_choice("combine", combine, COMBINE_MODES)
@@ -66,7 +89,7 @@ def select_dimensions(
             "must be 1-D tensors of the same length"
         )
     variance_mask = lowest_fraction_mask(variance, var_fraction)
-    gradcam_mask = lowest_fraction_mask(importance, cam_fraction)
+    gradcam_mask = lowest_fraction_mask(ranking_scores(importance, cam_ranking), cam_fraction)
     union = combine == "union"
     both = (variance_mask | gradcam_mask) if union else (variance_mask & gradcam_mask)
     if criterion == "both":

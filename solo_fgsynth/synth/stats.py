@@ -18,6 +18,9 @@ class DimensionStatistics(nn.Module):
     (cheap, no communication) and folded into the EMAs by :meth:`update`, which makes one
     all-reduce under ``torch.distributed`` so every rank ends with identical statistics.
     The first update sets each EMA to the batch value, so there is no bias toward zero.
+    A step whose reduced sums are not finite, or that a rank marks as skipped (an optimizer
+    step dropped by mixed precision's gradient scaler), is discarded on every rank alike:
+    one inf or NaN folded into an EMA would stay there for good.
     """
 
     variance: Tensor
@@ -38,10 +41,12 @@ class DimensionStatistics(nn.Module):
         self.register_buffer("importance", torch.zeros(num_dims))
         self.register_buffer("variance_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("importance_updates", torch.zeros((), dtype=torch.long))
-        # Sums of the batch not yet folded in: [sum z | sum z^2 | sum importance | n_z | n_imp].
+        # Sums of the batch not yet folded in:
+        # [sum z | sum z^2 | sum importance | n_z | n_imp | ranks asking to skip the step].
         self.register_buffer(
-            "_pending", torch.zeros(3 * num_dims + 2, dtype=torch.float64), persistent=False
+            "_pending", torch.zeros(3 * num_dims + 3, dtype=torch.float64), persistent=False
         )
+        self.discarded_steps = 0
 
     @property
     def ready(self) -> bool:
@@ -52,6 +57,15 @@ class DimensionStatistics(nn.Module):
     def std(self) -> Tensor:
         """Tracked per-dimension standard deviation."""
         return self.variance.clamp_min(0).sqrt()
+
+    @property
+    def typical_std(self) -> Tensor:
+        """The median tracked standard deviation over all dimensions: the features' usual spread.
+
+        It comes from train-mode features of augmented views, which spread more than eval-mode
+        features of plain images; a median is robust to a few dead or exploding dimensions.
+        """
+        return self.std.median()
 
     def _check(self, name: str, values: Tensor) -> Tensor:
         if values.dim() != 2 or values.shape[1] != self.num_dims:
@@ -76,13 +90,21 @@ class DimensionStatistics(nn.Module):
         self._pending[3 * c + 1] += importance.shape[0]
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Fold the accumulated batch into the EMAs (all-reduced across ranks) and reset it."""
+    def update(self, skip: bool = False) -> bool:
+        """Fold the accumulated batch into the EMAs (all-reduced across ranks) and reset it.
+
+        ``skip`` discards this step on every rank; so does any non-finite sum. Returns whether
+        the step was folded in.
+        """
+        c = self.num_dims
+        self._pending[3 * c + 2] = float(skip)
         pending = self._pending.clone()
         self._pending.zero_()
         if _distributed_world():
             dist.all_reduce(pending)
-        c = self.num_dims
+        if pending[3 * c + 2] > 0 or not bool(torch.isfinite(pending).all()):
+            self.discarded_steps += 1
+            return False
         count, importance_count = pending[3 * c], pending[3 * c + 1]
         if count > 1:
             mean = pending[:c] / count
@@ -91,6 +113,7 @@ class DimensionStatistics(nn.Module):
         if importance_count > 0:
             batch_importance = pending[2 * c : 3 * c] / importance_count
             self._fold(self.importance, self.importance_updates, batch_importance)
+        return True
 
     def _fold(self, ema: Tensor, updates: Tensor, batch_value: Tensor) -> None:
         batch_value = batch_value.to(ema.dtype)
