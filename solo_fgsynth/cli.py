@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "benchmark": (
         "solo_fgsynth.benchmark",
         "main",
-        "compare fgsynth with stock byol/simclr on equal budgets (presets: quick, full)",
+        "compare fgsynth with stock byol/simclr on equal budgets (presets: quick, cpu, tuning, full)",
     ),
     "diagnose": (
         "solo_fgsynth.diagnose",

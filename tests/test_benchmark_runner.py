@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from solo_fgsynth.benchmark import main, plan_cells
+from solo_fgsynth.benchmark import load_preset, main, plan_cells
 from solo_fgsynth.benchmark.report import markdown_table, overheads, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,3 +137,33 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
     stamp = finished.stat().st_mtime_ns
     assert main(["--preset", str(preset), "--out", str(out)]) == 0
     assert finished.stat().st_mtime_ns == stamp  # reused, not re-run
+
+
+def test_an_extending_preset_inherits_the_frozen_setting_and_appends_overrides(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "methods: [byol]\nseeds: [0]\noverrides: [a=1, b=2]\neval: {knn_k: 3}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "extends: base\nseeds: [0, 1, 2]\nextra_overrides: [c=3]\n"
+    )
+    preset = load_preset(tmp_path / "child.yaml")
+    assert preset["seeds"] == [0, 1, 2] and preset["methods"] == ["byol"]
+    assert preset["overrides"] == ["a=1", "b=2", "c=3"]
+    (tmp_path / "loop.yaml").write_text("extends: loop\n")
+    with pytest.raises(SystemExit, match="extends itself"):
+        load_preset(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(SystemExit, match="extends 'nowhere'"):
+        load_preset(tmp_path / "orphan.yaml")
+
+
+def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting() -> None:
+    presets = REPO / "scripts" / "benchmark"
+    quick = load_preset(presets / "quick.yaml")
+    cpu = load_preset(presets / "cpu.yaml")
+    tuning = load_preset(presets / "tuning.yaml")
+    assert cpu["overrides"] == quick["overrides"] and cpu["seeds"] == [0, 1, 2]
+    assert tuning["overrides"] == [*quick["overrides"], "++data.fgmarks.seed=1"]
+    assert "++data.fgmarks.seed=1" not in quick["overrides"]

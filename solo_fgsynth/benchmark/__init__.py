@@ -45,6 +45,34 @@ def _preset_path(preset: str) -> Path:
     )
 
 
+def load_preset(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset as a plain dict, with ``extends: NAME`` resolved.
+
+    An extending preset starts from the named preset (a name in the same folder, or a path
+    relative to it), replaces the keys it sets, and appends its ``extra_overrides`` to the
+    inherited ``overrides``: one frozen setting, reused by the presets built on it.
+    """
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path))
+        raise SystemExit(f"benchmark preset {path} extends itself: {chain}")
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(own, dict):
+        raise SystemExit(f"benchmark preset {path} must be a yaml mapping")
+    parent_name = own.pop("extends", None)
+    extra = list(own.pop("extra_overrides", []))
+    if parent_name is None:
+        preset = own
+    else:
+        parent = Path(str(parent_name))
+        parent = path.parent / (parent if parent.suffix in (".yaml", ".yml") else f"{parent}.yaml")
+        if not parent.is_file():
+            raise SystemExit(f"benchmark preset {path.name} extends {parent_name!r}: no {parent}")
+        preset = {**load_preset(parent, (*_seen, path)), **own}
+    preset["overrides"] = [*preset.get("overrides", []), *extra]
+    return preset
+
+
 def plan_cells(
     preset: dict[str, Any],
     seeds: list[int],
@@ -125,7 +153,7 @@ def run_benchmark(
     methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run (or reuse) every cell, then write results.json, results.md and the figures."""
-    preset = OmegaConf.to_container(OmegaConf.load(preset_path), resolve=True)
+    preset = load_preset(preset_path)
     seeds = seeds if seeds is not None else list(preset["seeds"])
     cells = plan_cells(preset, seeds, ablations, methods)
     records = []
@@ -175,7 +203,7 @@ def main(argv: list[str]) -> int:
         description="Pretrain stock byol/simclr and fgsynth on identical budgets and compare "
         "linear probe, kNN and leave-one-out retrieval, with step time and peak memory.",
     )
-    parser.add_argument("--preset", default="quick", help="quick, full, or a preset .yaml path")
+    parser.add_argument("--preset", default="quick", help="quick, cpu, tuning, full, or a preset .yaml path")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override seeds")
     parser.add_argument(
