@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "list, inspect, download and export pretrained weights",
     ),
+    "doctor": (
+        "solo_fgsynth.doctor",
+        "main",
+        "print the environment for a bug report and what blocks a run, with the fix",
+    ),
 }
 
 

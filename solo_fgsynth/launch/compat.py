@@ -44,7 +44,7 @@ WORKAROUNDS = (
     Workaround(
         "cpu-sync-batchnorm-off",
         "torch's SyncBatchNorm runs on CUDA only (every torch version): sync_batchnorm is "
-        "switched off for CPU runs",
+        "switched off for CPU runs (applies to those only)",
         lambda: True,
     ),
     Workaround(
