@@ -24,6 +24,10 @@ class UserError(Exception):
     details: tuple[str, ...] = ()
 
 
+class ConfigValueError(UserError, ValueError):
+    """A config value outside what is allowed; also a ValueError, for callers that catch those."""
+
+
 def debug_enabled() -> bool:
     """Whether tracebacks of user errors are wanted: ``--debug`` or ``$SOLO_FGSYNTH_DEBUG``."""
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")

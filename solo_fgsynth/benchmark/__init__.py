@@ -27,6 +27,7 @@ from solo_fgsynth.benchmark.report import (
     plot_losses,
     summarize,
 )
+from solo_fgsynth.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "scripts" / "benchmark"
 
@@ -37,7 +38,7 @@ def _preset_path(preset: str) -> Path:
     if candidate.is_file():
         return candidate
     available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
-    raise SystemExit(
+    raise UserError(
         f"benchmark preset {preset!r} not found (looked for {candidate}); "
         f"available presets: {', '.join(available) or 'none'}, or pass a .yaml path"
     )
@@ -59,13 +60,11 @@ def plan_cells(
     known = preset.get("ablations", {})
     unknown = [name for name in ablations if name not in known]
     if unknown:
-        raise SystemExit(
-            f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}"
-        )
+        raise UserError(f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}")
     chosen = preset["methods"] if methods is None else methods
     stray = [name for name in chosen if name not in preset["methods"]]
     if stray:
-        raise SystemExit(
+        raise UserError(
             f"method(s) {', '.join(stray)} not in the preset: allowed are "
             f"{', '.join(preset['methods'])}"
         )

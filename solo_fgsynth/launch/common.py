@@ -7,7 +7,7 @@ import copy
 import inspect
 import os
 import re
-import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,19 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.errors import ConfigValueError, UserError, report_user_error
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
 _OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.\-/@]+")
 
 
-class LaunchError(ValueError):
+class LaunchError(ConfigValueError):
     """A config value the launcher cannot run with; the message names it and what is allowed."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 def load_config(
@@ -50,7 +56,10 @@ def load_config(
     with initialize_config_dir(
         config_dir=str(directory), version_base="1.2", job_name="solo_fgsynth"
     ):
-        cfg = compose(config_name=name, overrides=list(overrides))
+        try:
+            cfg = compose(config_name=name, overrides=list(overrides))
+        except HydraException as error:
+            raise LaunchError(str(error)) from error
     OmegaConf.set_struct(cfg, False)
     return cfg
 
@@ -84,12 +93,25 @@ def _checked_copy(cfg: DictConfig, method: bool = False) -> DictConfig:
 
 
 def _prepare_data(cfg: DictConfig) -> None:
-    """Rewrite the plugin's datasets (fgmarks, cub200, ...) into solo-learn's ``custom`` dataset."""
-    from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
+    """Rewrite the plugin's datasets (fgmarks, cub200, ...) into solo-learn's ``custom`` dataset,
+    and decode every image of a user's image folder, before any training."""
+    from solo_fgsynth.data import (
+        UnreadableImagesError,
+        check_custom_images,
+        default_cache_dir,
+        prepare_data_cfg,
+    )
 
     try:
         prepare_data_cfg(cfg.data, default_cache_dir())
-    except ValueError as error:
+        check_custom_images(cfg.data, default_cache_dir())
+    except UnreadableImagesError as error:
+        raise LaunchError(
+            f"{error.summary()}; fix or remove them, or skip them with a warning: "
+            "++data.skip_unreadable=true",
+            details=str(error).splitlines(),
+        ) from error
+    except (ValueError, FileNotFoundError) as error:
         raise LaunchError(str(error)) from error
     if cfg.data.get("format") == "dali":
         raise LaunchError(
@@ -134,6 +156,43 @@ def _device_ids(value: Any, accelerator: str) -> list[int]:
         if value.strip().isdigit() and int(value) > 0:
             return list(range(int(value)))
     raise invalid
+
+
+def _checked_by_solo(step: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run a solo-learn step that validates the config (``parse_cfg``, a method's constructor,
+    which checks its ``method_kwargs``); its failed checks become one line naming the value.
+
+    Those steps read nothing but the config, so a ValueError, KeyError or failed assert there is
+    a value the config holds; a bare assert is reported by its condition.
+    """
+    try:
+        return step(cfg)
+    except UserError:
+        raise
+    except (ValueError, AssertionError, KeyError) as error:
+        message = str(error).strip()
+        if not message:
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            message = f"solo-learn's config check `{frame.line}` failed ({where})"
+        raise LaunchError(f"invalid config: {message}") from error
+
+
+def _checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]:
+    """The Lightning ``state_dict`` of the checkpoint that config key ``key`` names, on CPU."""
+    path = str(path)
+    if not path.endswith(CHECKPOINT_SUFFIXES) or not Path(path).is_file():
+        raise LaunchError(f"{key}={path!r} is not a {'/'.join(CHECKPOINT_SUFFIXES)} file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file raises pickle, zip, EOF or runtime errors
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise LaunchError(
+            f"{key}={path!r} is not a readable checkpoint ({type(error).__name__}: {reason})"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise LaunchError(f"{path} has no 'state_dict'; expected a solo-learn/Lightning checkpoint")
+    return checkpoint["state_dict"]
 
 
 def _strategy(cfg: DictConfig) -> str | Strategy:
@@ -334,9 +393,8 @@ def _command(command: str, description: str, argv: Sequence[str], action: Callab
     try:
         cfg = load_config(args.config_path, args.config_name, args.overrides)
         result = action(cfg)
-    except (LaunchError, HydraException) as error:
-        print(f"solo-fgsynth {command}: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return report_user_error(command, error)
     if rank_zero_only.rank == 0:
         _report(result)
     return 0

@@ -17,7 +17,9 @@ from solo_fgsynth._solo import require_solo
 from solo_fgsynth.launch.common import (
     GPU_ACCELERATORS,
     LaunchError,
+    _checked_by_solo,
     _checked_copy,
+    _checkpoint_state,
     _classification_datasets,
     _command,
     _eval_transforms,
@@ -85,6 +87,22 @@ def _knn_grid(cfg: DictConfig) -> tuple[list[int], list[float], list[str], list[
     return ks, [float(t) for t in temperatures], distances, features
 
 
+def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
+    """The method of ``args.json`` with the checkpoint's weights; refused unless they all fit."""
+    state = _checkpoint_state(ckpt, key)
+    model = _checked_by_solo(_method_class(method_cfg.get("method")), method_cfg)
+    misfit = f"{ckpt} does not fit the method its args.json describes"
+    try:
+        missing, _ = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        first_problem = str(error).splitlines()[1].strip()
+        raise LaunchError(f"{misfit}: {first_problem}") from error
+    if missing:
+        more = " ..." if len(missing) > 4 else ""
+        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
+    return model
+
+
 @torch.no_grad()
 def _features(
     model: nn.Module, loader: DataLoader, device: torch.device
@@ -116,10 +134,14 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
     ckpt, args_path = _knn_checkpoint(cfg)
     _prepare_data(cfg)
     _resolve_devices(cfg)
-    method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
-    model = _method_class(method_cfg.get("method")).load_from_checkpoint(
-        ckpt, map_location="cpu", strict=False, cfg=method_cfg
-    )
+    try:
+        method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
+    except (OSError, ValueError) as error:
+        raise LaunchError(f"{args_path} is not a readable args.json ({error})") from error
+    key = "pretrained_feature_extractor"
+    if cfg.get("pretrained_feature_extractor") is None:
+        key = "the newest checkpoint of pretrained_checkpoint_dir"
+    model = _trained_model(method_cfg, ckpt, key)
     if cfg.accelerator in GPU_ACCELERATORS:
         device = torch.device("cuda", cfg.devices[0])
     elif cfg.accelerator in ("cpu", "mps"):

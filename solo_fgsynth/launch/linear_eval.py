@@ -14,7 +14,9 @@ from torch import nn
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.launch.common import (
     LaunchError,
+    _checked_by_solo,
     _checked_copy,
+    _checkpoint_state,
     _classification_datasets,
     _command,
     _eval_transforms,
@@ -24,20 +26,6 @@ from solo_fgsynth.launch.common import (
     _resolve_devices,
 )
 from solo_fgsynth.launch.compat import lightning_devices
-
-_CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
-
-
-def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The Lightning ``state_dict`` of a checkpoint file, loaded on CPU as plain tensors."""
-    if not path.endswith(_CHECKPOINT_SUFFIXES) or not Path(path).is_file():
-        raise LaunchError(
-            f"pretrained_feature_extractor={path!r} is not a {'/'.join(_CHECKPOINT_SUFFIXES)} file"
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" not in checkpoint:
-        raise LaunchError(f"{path} has no 'state_dict'; expected a solo-learn/Lightning checkpoint")
-    return checkpoint["state_dict"]
 
 
 def _linear_backbone(cfg: DictConfig) -> nn.Module:
@@ -59,7 +47,7 @@ def _linear_backbone(cfg: DictConfig) -> nn.Module:
             backbone.maxpool = nn.Identity()
 
     path = str(cfg.pretrained_feature_extractor)
-    state = _load_state_dict(path)
+    state = _checkpoint_state(path, "pretrained_feature_extractor")
     weights = {
         k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
     }
@@ -114,7 +102,7 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
     _require_name(cfg)
     _prepare_data(cfg)
     _resolve_devices(cfg)
-    cfg = parse_cfg(cfg)
+    cfg = _checked_by_solo(parse_cfg, cfg)
     if cfg.data.num_classes < 5:
         raise LaunchError(
             f"linear evaluation reports top-5 accuracy and needs at least 5 classes; "

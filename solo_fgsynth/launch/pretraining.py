@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.launch.common import (
     LaunchError,
+    _checked_by_solo,
     _checked_copy,
     _classification_datasets,
     _command,
@@ -65,7 +66,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     _require_name(cfg)
     _prepare_data(cfg)
     _resolve_devices(cfg)
-    cfg = parse_cfg(cfg)
+    cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
     seed_everything(cfg.seed)
     if cfg.data.num_large_crops != 2 and cfg.method not in ("wmse", "mae"):
@@ -75,7 +76,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
         )
     check_online_knn(cfg)
 
-    model = method_class(cfg)
+    model = _checked_by_solo(method_class, cfg)
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)

@@ -18,6 +18,7 @@ from solo.methods.byol import BYOL
 from solo.methods.simclr import SimCLR
 from torch import Tensor, nn
 
+from solo_fgsynth.errors import ConfigValueError
 from solo_fgsynth.synth import FGSynth, FGSynthConfig
 from solo_fgsynth.synth.config import check_choice
 
@@ -33,7 +34,7 @@ def feature_map_module(backbone: nn.Module) -> nn.Module:
     """The module whose output is the last spatial feature map ``A`` (``z = GAP(A)``)."""
     if isinstance(getattr(backbone, "layer4", None), nn.Module):
         return backbone.layer4
-    raise ValueError(
+    raise ConfigValueError(
         f"fgsynth needs a ResNet-style backbone with a 'layer4' feature map "
         f"(resnet18, resnet50, wide_resnet...), got {type(backbone).__name__}"
     )

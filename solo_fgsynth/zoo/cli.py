@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from solo_fgsynth.errors import report_user_error
 from solo_fgsynth.zoo.card import format_size, method_label, render_card
 from solo_fgsynth.zoo.download import CACHE_ENV, DEFAULT_RETRIES, OFFLINE_ENV, fetch_entry
 from solo_fgsynth.zoo.errors import ZooError
@@ -179,10 +180,9 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one zoo subcommand; zoo errors become a one-paragraph message and exit code 1."""
+    """Run one zoo subcommand; a zoo error is one line and exit code 2."""
     args = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return _COMMANDS[args.command](args)
     except ZooError as error:
-        print(f"solo-fgsynth zoo {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return report_user_error(f"zoo {args.command}", error)
