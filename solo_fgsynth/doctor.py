@@ -166,14 +166,21 @@ def _storage_lines(problems: list[Problem]) -> list[str]:
 
 
 def _manifest_lines(problems: list[Problem]) -> list[str]:
-    from solo_fgsynth.zoo import DEFAULT_MANIFEST, Manifest, ZooError
+    from solo_fgsynth.zoo import MANIFEST_ENV, Manifest, ZooError
 
+    origin = f"${MANIFEST_ENV}" if os.environ.get(MANIFEST_ENV) else "packaged"
     try:
         manifest = Manifest.load()
     except ZooError as error:
-        problems.append(Problem(str(error), f"fix or remove the manifest {DEFAULT_MANIFEST}"))
-        return [_line("zoo manifest", f"{DEFAULT_MANIFEST} (unreadable)")]
-    return [_line("zoo manifest", f"{manifest.path} ({len(manifest.entries)} entries)")]
+        fix = f"point {MANIFEST_ENV} at a valid manifest, or unset it to use the packaged one"
+        problems.append(Problem(str(error), fix))
+        return [_line("zoo manifest", f"unreadable ({origin})")]
+    return [
+        _line(
+            "zoo manifest",
+            f"{manifest.source} ({origin}; {len(manifest.entries)} entries)",
+        )
+    ]
 
 
 def diagnose() -> tuple[list[str], list[Problem]]:

@@ -28,8 +28,9 @@ from solo_fgsynth.benchmark.report import (
     summarize,
 )
 from solo_fgsynth.errors import UserError
+from solo_fgsynth.resources import config_dir, scripts_dir
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "scripts" / "benchmark"
+PRESET_DIR = scripts_dir() / "benchmark"
 
 
 def _preset_path(preset: str) -> Path:
@@ -54,9 +55,12 @@ def plan_cells(
 
     ``methods`` narrows the preset's methods (None: all of them).
     """
-    config_path = (Path(preset["config_path"])).expanduser()
-    if not config_path.is_absolute():
-        config_path = PRESET_DIR.parents[1] / config_path
+    config_path = config_dir(preset["config_path"])
+    if config_path is None:
+        raise UserError(
+            f"preset config_path {preset['config_path']!r} is not a folder, here or among the "
+            f"packaged configs in {scripts_dir()}"
+        )
     known = preset.get("ablations", {})
     unknown = [name for name in ablations if name not in known]
     if unknown:

@@ -27,6 +27,7 @@ from torchvision import transforms
 
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.errors import ConfigValueError, UserError, report_user_error
+from solo_fgsynth.resources import config_dir, scripts_dir
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
@@ -44,10 +45,17 @@ class LaunchError(ConfigValueError):
 def load_config(
     config_path: str | os.PathLike[str], config_name: str, overrides: Sequence[str] = ()
 ) -> DictConfig:
-    """Compose a yaml config with hydra overrides; no hydra outputs dir, no change of cwd."""
-    directory = Path(config_path).expanduser().resolve()
-    if not directory.is_dir():
-        raise LaunchError(f"config path {str(config_path)!r} is not a directory")
+    """Compose a yaml config with hydra overrides; no hydra outputs dir, no change of cwd.
+
+    ``config_path`` is a folder, or the relative name of a packaged one (``scripts/pretrain/
+    fgmarks``); a folder that exists from the working directory wins.
+    """
+    directory = config_dir(config_path)
+    if directory is None:
+        raise LaunchError(
+            f"config path {str(config_path)!r} is not a directory, here or among the packaged "
+            f"configs in {scripts_dir()} (pretrain/, linear/, knn/)"
+        )
     name = config_name.removesuffix(".yaml")
     if not (directory / f"{name}.yaml").is_file():
         available = ", ".join(sorted(p.stem for p in directory.glob("*.yaml"))) or "none"

@@ -17,7 +17,7 @@ from solo_fgsynth.zoo.export import (
     read_metrics_file,
     write_cards,
 )
-from solo_fgsynth.zoo.manifest import Manifest, validate_metrics
+from solo_fgsynth.zoo.manifest import MANIFEST_ENV, Manifest, validate_metrics
 
 _COLUMNS = ("NAME", "METHOD", "BACKBONE", "DATASET", "CROP", "LINEAR@1", "KNN@1", "mAP", "SIZE")
 
@@ -30,7 +30,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     zoo = Manifest.load(args.manifest)
     if not zoo.entries:
         print(
-            f"No pretrained weights are published yet (manifest: {zoo.path}).\n"
+            f"No pretrained weights are published yet (manifest: {zoo.source}).\n"
             "Publish a solo-learn checkpoint with: "
             "solo-fgsynth zoo export CKPT --name NAME --metrics-from results.json"
         )
@@ -116,12 +116,15 @@ def _cmd_cards(args: argparse.Namespace) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--manifest", metavar="PATH", help="manifest file (default: the packaged one)"
+        "--manifest",
+        metavar="PATH",
+        help=f"manifest file or URL (default: ${MANIFEST_ENV}, else the packaged one)",
     )
     parser = argparse.ArgumentParser(
         prog="solo-fgsynth zoo",
         description="Pretrained backbones: list, describe, download (sha256-verified) and publish.",
-        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses the cache only.",
+        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses the cache only, "
+        f"{MANIFEST_ENV}=FILE_OR_URL another manifest.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
