@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from solo_fgsynth._solo import SoloLearnMissingError
+from solo_fgsynth.errors import DEBUG_ENV, UserError, report_user_error
 
 # name -> (module, function, help). Each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -29,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "benchmark": (
         "solo_fgsynth.benchmark",
         "main",
-        "compare fgsynth with stock byol/simclr on equal budgets (presets: quick, cpu, tuning, full)",
+        "compare fgsynth with stock byol/simclr on equal budgets "
+        "(presets: quick, cpu, tuning, full)",
     ),
     "diagnose": (
         "solo_fgsynth.diagnose",
@@ -41,6 +43,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "list, inspect, download and export pretrained weights",
     ),
+    "doctor": (
+        "solo_fgsynth.doctor",
+        "main",
+        "print the environment for a bug report and what blocks a run, with the fix",
+    ),
 }
 
 
@@ -48,7 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solo-fgsynth",
         description="Fine-grained SSL from synthesized pairs, on top of solo-learn.",
-        epilog="Run 'solo-fgsynth COMMAND --help' for the options of one command.",
+        epilog="Run 'solo-fgsynth COMMAND --help' for the options of one command. A mistake in "
+        "the input ends a command with one line 'solo-fgsynth COMMAND: error: ...' and exit "
+        "code 2; --debug (anywhere on the line) prints its traceback too.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error in the input too"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, _, help_text) in COMMANDS.items():
@@ -62,17 +74,19 @@ def _resolve(name: str) -> Callable[[list[str]], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand, return its exit code; a missing solo-learn is a message, not a trace."""
+    """Run one subcommand, return its exit code; a user's mistake is one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        argv = [arg for arg in argv if arg != "--debug"]
+        os.environ[DEBUG_ENV] = "1"  # read where the error is reported, in this process or a rank
     parser = _build_parser()
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv[:1])  # prints usage or the list of valid commands, then exits
     command, rest = argv[0], argv[1:]
     try:
         return int(_resolve(command)(rest) or 0)
-    except SoloLearnMissingError as error:
-        print(f"solo-fgsynth {command}: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return report_user_error(command, error)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,13 @@
-"""Shared test setup: the ``solo`` marker skips, with an install hint, without solo-learn."""
+"""Shared test setup: the ``solo`` marker skips, with the install lines, without solo-learn."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from solo_fgsynth._solo import solo_available
+from solo_fgsynth._solo import SOLO_INSTALL_HELP, solo_available
 
-SOLO_SKIP_REASON = (
-    "needs solo-learn, which has no usable PyPI release: see README 'Installing solo-learn' "
-    "(git clone https://github.com/vturrisi/solo-learn && "
-    "pip install --no-build-isolation --no-deps ./solo-learn)"
-)
+SOLO_SKIP_REASON = f"needs solo-learn. {SOLO_INSTALL_HELP}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

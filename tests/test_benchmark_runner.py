@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from solo_fgsynth.benchmark import load_preset, main, plan_cells
 from solo_fgsynth.benchmark.report import markdown_table, overheads, summarize
+from solo_fgsynth.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,12 +71,12 @@ def test_plan_gives_every_cell_the_same_overrides_and_adds_ablations() -> None:
 def test_methods_narrow_the_plan_and_unknown_ones_are_rejected() -> None:
     cells = plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["fgsynth_byol"])
     assert [c["cell"] for c in cells] == ["fgsynth_byol"]
-    with pytest.raises(SystemExit, match=r"method\(s\) moco not in the preset"):
+    with pytest.raises(UserError, match=r"method\(s\) moco not in the preset"):
         plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["moco"])
 
 
 def test_unknown_ablation_is_rejected_with_the_allowed_names() -> None:
-    with pytest.raises(SystemExit, match=r"unknown ablation.*entropy.*allowed are random"):
+    with pytest.raises(UserError, match=r"unknown ablation.*entropy.*allowed are random"):
         plan_cells(TOY_PRESET, seeds=[0], ablations=["entropy"])
 
 

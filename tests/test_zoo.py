@@ -253,7 +253,7 @@ def test_unknown_name_suggests_close_names(
         zoo.load("fgsynth-byol-resnet18-fgmark", manifest=manifest)
     with pytest.raises(zoo.UnknownModelError, match=f"available: {NAME}"):
         zoo.get_entry("vit-small-imagenet", manifest=manifest)
-    assert zoo_main(["info", "fgsynth-byl-resnet18-fgmarks", "--manifest", str(manifest)]) == 1
+    assert zoo_main(["info", "fgsynth-byl-resnet18-fgmarks", "--manifest", str(manifest)]) == 2
     assert f"did you mean '{NAME}'" in capsys.readouterr().err
 
 
@@ -341,7 +341,7 @@ def test_cli_export_list_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert card == zoo.render_card(entry)
     assert "| kNN top-1 (%) | 51.00 |" in card
 
-    assert zoo_main([*args, "--metric", "linear_top1=high"]) == 1
+    assert zoo_main([*args, "--metric", "linear_top1=high"]) == 2
     assert "must look like KEY=NUMBER" in capsys.readouterr().err
 
     card_path = tmp_path / "cards" / f"{NAME}.md"

@@ -296,5 +296,5 @@ def test_cli_download_prints_the_cached_path(
     assert printed.read_bytes() == PAYLOAD
 
     empty = ["--cache-dir", str(tmp_path / "empty"), "--offline"]
-    assert zoo_main(["download", NAME, "--manifest", str(manifest), *empty]) == 1
+    assert zoo_main(["download", NAME, "--manifest", str(manifest), *empty]) == 2
     assert "offline mode is on" in capsys.readouterr().err

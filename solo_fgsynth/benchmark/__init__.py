@@ -29,8 +29,10 @@ from solo_fgsynth.benchmark.report import (
     plot_losses,
     summarize,
 )
+from solo_fgsynth.errors import UserError
+from solo_fgsynth.resources import config_dir, scripts_dir
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "scripts" / "benchmark"
+PRESET_DIR = scripts_dir() / "benchmark"
 
 
 def _preset_path(preset: str) -> Path:
@@ -39,7 +41,7 @@ def _preset_path(preset: str) -> Path:
     if candidate.is_file():
         return candidate
     available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
-    raise SystemExit(
+    raise UserError(
         f"benchmark preset {preset!r} not found (looked for {candidate}); "
         f"available presets: {', '.join(available) or 'none'}, or pass a .yaml path"
     )
@@ -83,19 +85,20 @@ def plan_cells(
 
     ``methods`` narrows the preset's methods (None: all of them).
     """
-    config_path = (Path(preset["config_path"])).expanduser()
-    if not config_path.is_absolute():
-        config_path = PRESET_DIR.parents[1] / config_path
+    config_path = config_dir(preset["config_path"])
+    if config_path is None:
+        raise UserError(
+            f"preset config_path {preset['config_path']!r} is not a folder, here or among the "
+            f"packaged configs in {scripts_dir()}"
+        )
     known = preset.get("ablations", {})
     unknown = [name for name in ablations if name not in known]
     if unknown:
-        raise SystemExit(
-            f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}"
-        )
+        raise UserError(f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}")
     chosen = preset["methods"] if methods is None else methods
     stray = [name for name in chosen if name not in preset["methods"]]
     if stray:
-        raise SystemExit(
+        raise UserError(
             f"method(s) {', '.join(stray)} not in the preset: allowed are "
             f"{', '.join(preset['methods'])}"
         )
@@ -203,7 +206,9 @@ def main(argv: list[str]) -> int:
         description="Pretrain stock byol/simclr and fgsynth on identical budgets and compare "
         "linear probe, kNN and leave-one-out retrieval, with step time and peak memory.",
     )
-    parser.add_argument("--preset", default="quick", help="quick, cpu, tuning, full, or a preset .yaml path")
+    parser.add_argument(
+        "--preset", default="quick", help="quick, cpu, tuning, full, or a preset .yaml path"
+    )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override seeds")
     parser.add_argument(

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from solo_fgsynth.data.checked_folder import checked_image_folder
 from solo_fgsynth.data.fgmarks import FGMarksConfig, generate, materialize, sample_scenes
 from solo_fgsynth.data.layouts import (
     UnreadableImagesError,
@@ -27,6 +28,7 @@ __all__ = [
     "DATASET_NAMES",
     "FGMarksConfig",
     "UnreadableImagesError",
+    "check_custom_images",
     "default_cache_dir",
     "generate",
     "materialize",
@@ -58,7 +60,8 @@ def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = Tru
     For a name in :data:`DATASET_NAMES` the node becomes ``dataset: custom``,
     ``format: image_folder`` with ``train_path``/``val_path`` set and ``no_labels: false``; the
     original name is kept in ``source_dataset``. fgmarks reads its knobs from ``data.fgmarks``;
-    the FGVR layouts read the dataset location from ``data.root``. Other names are left untouched.
+    the FGVR layouts read the dataset location from ``data.root`` and leave unreadable images out
+    when ``data.skip_unreadable`` is true. Other names are left untouched.
     """
     name = _optional_value(data_cfg, "dataset")
     if name not in DATASET_NAMES:
@@ -74,7 +77,10 @@ def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = Tru
                 f"data.root must be set to the folder holding the {name} dataset "
                 f"(see docs/datasets.md for the expected layout)"
             )
-        train_dir, val_dir = prepare_layout(name, Path(str(root)), cache_dir, progress=progress)
+        skip = bool(_optional_value(data_cfg, "skip_unreadable"))
+        train_dir, val_dir = prepare_layout(
+            name, Path(str(root)), cache_dir, progress=progress, skip_unreadable=skip
+        )
     with open_dict(data_cfg):
         data_cfg.source_dataset = name
         data_cfg.dataset = "custom"
@@ -82,3 +88,35 @@ def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = Tru
         data_cfg.train_path = str(train_dir)
         data_cfg.val_path = str(val_dir)
         data_cfg.no_labels = False
+
+
+def check_custom_images(data_cfg: DictConfig, cache_dir: Path, progress: bool = True) -> None:
+    """Decode every image of a user's ``custom`` image_folder dataset before training.
+
+    An unreadable image raises :class:`UnreadableImagesError` naming it; with
+    ``data.skip_unreadable`` true, ``train_path``/``val_path`` are pointed at cached trees
+    without the unreadable files instead, with a warning. The plugin's own datasets are
+    checked when they are prepared, other formats and datasets are left alone.
+    """
+    is_image_folder = _optional_value(data_cfg, "format") in (None, "image_folder")
+    if _optional_value(data_cfg, "dataset") != "custom" or not is_image_folder:
+        return
+    if _optional_value(data_cfg, "source_dataset") is not None:
+        return
+    skip = bool(_optional_value(data_cfg, "skip_unreadable"))
+    unlabelled_train = bool(_optional_value(data_cfg, "no_labels"))
+    for key, labelled in (("train_path", not unlabelled_train), ("val_path", True)):
+        path = _optional_value(data_cfg, key)
+        if path is None:
+            continue
+        if not Path(str(path)).expanduser().is_dir():
+            raise FileNotFoundError(
+                f"data.{key}={str(path)!r} does not exist or is not a directory; "
+                "a custom dataset is a folder of class folders of images"
+            )
+        checked = checked_image_folder(
+            Path(str(path)), labelled, Path(cache_dir), skip_unreadable=skip, progress=progress
+        )
+        if checked != Path(str(path)).expanduser().resolve():
+            with open_dict(data_cfg):
+                data_cfg[key] = str(checked)

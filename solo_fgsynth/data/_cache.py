@@ -31,6 +31,11 @@ def is_complete(directory: Path) -> bool:
     return (directory / COMPLETE_MARKER).is_file()
 
 
+def read_marker(directory: Path) -> dict[str, Any]:
+    """The manifest stored in a complete directory's marker."""
+    return json.loads((directory / COMPLETE_MARKER).read_text())
+
+
 def cached_directory(
     root: Path, key: str, build: Callable[[Path], None], manifest: Mapping[str, Any]
 ) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from solo_fgsynth.data._cache import cached_directory, stable_key
+from solo_fgsynth.data._cache import cached_directory, read_marker, stable_key
 
 LAYOUT_VERSION = 1
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -59,9 +60,16 @@ class UnreadableImagesError(ValueError):
     """Raised when images cannot be opened and decoded; ``paths`` lists every bad one."""
 
     def __init__(self, problems: Sequence[tuple[Path, str]]) -> None:
+        self.problems = list(problems)
         self.paths = [path for path, _ in problems]
         details = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         super().__init__(f"{len(problems)} unreadable image(s):\n{details}")
+
+    def summary(self) -> str:
+        """One line: how many images are unreadable, the first one and why."""
+        path, reason = self.problems[0]
+        more = f" and {len(self.problems) - 1} more" if len(self.problems) > 1 else ""
+        return f"{len(self.problems)} unreadable image(s): {path} ({reason}){more}"
 
 
 def _decode_problem(path: Path) -> str | None:
@@ -74,10 +82,13 @@ def _decode_problem(path: Path) -> str | None:
     return None
 
 
-def verify_images(paths: Iterable[Path], progress: bool = True) -> None:
+def verify_images(
+    paths: Iterable[Path], progress: bool = True, skip_unreadable: bool = False
+) -> list[Path]:
     """Open and decode every image; raise :class:`UnreadableImagesError` listing all bad paths.
 
     Run once before training so a missing or corrupt file is reported up front, not mid-epoch.
+    With ``skip_unreadable`` the bad paths are returned, with a warning naming them, instead.
     """
     path_list = [Path(path) for path in paths]
     workers = min(8, os.cpu_count() or 1)
@@ -92,8 +103,22 @@ def verify_images(paths: Iterable[Path], progress: bool = True) -> None:
             )
         )
     problems = [(path, reason) for path, reason in zip(path_list, reasons, strict=True) if reason]
-    if problems:
+    if problems and not skip_unreadable:
         raise UnreadableImagesError(problems)
+    if problems:
+        warn_skipped([path for path, _ in problems])
+    return [path for path, _ in problems]
+
+
+def warn_skipped(paths: Sequence[Path | str]) -> None:
+    """Warn that ``paths`` are left out of the data because they are unreadable."""
+    shown = ", ".join(str(path) for path in paths[:5])
+    more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    warnings.warn(
+        f"data.skip_unreadable: leaving out {len(paths)} unreadable image(s): {shown}{more}",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def _folder_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -321,10 +346,17 @@ def _link_split(
 
 
 def prepare_layout(
-    name: str, root: Path, cache_dir: Path, progress: bool = True
+    name: str,
+    root: Path,
+    cache_dir: Path,
+    progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> tuple[Path, Path]:
     """Read layout ``name`` from ``root``, check its images once, and return the (train, val)
-    folders of a cached symlink tree under ``cache_dir/name/<key>``."""
+    folders of a cached symlink tree under ``cache_dir/name/<key>``.
+
+    With ``skip_unreadable`` the tree leaves unreadable images out, with a warning at each call.
+    """
     if name not in LAYOUT_READERS:
         raise ValueError(f"unknown layout {name!r}; allowed: {sorted(LAYOUT_READERS)}")
     listing = LAYOUT_READERS[name](Path(root))
@@ -335,17 +367,29 @@ def prepare_layout(
         "train": [(str(path), label) for path, label in listing.train],
         "val": [(str(path), label) for path, label in listing.val],
     }
-
-    def build(staging: Path) -> None:
-        verify_images([path for path, _ in listing.train + listing.val], progress=progress)
-        _link_split(staging / "train", listing.classes, listing.train)
-        _link_split(staging / "val", listing.classes, listing.val)
-
+    if skip_unreadable:
+        description["skip_unreadable"] = True
     manifest = {
         "dataset": name,
         "root": str(Path(root).expanduser().resolve()),
         "classes": description["classes"],
         "counts": {"train": len(listing.train), "val": len(listing.val)},
     }
+
+    def build(staging: Path) -> None:
+        paths = [path for path, _ in listing.train + listing.val]
+        skipped = set(verify_images(paths, progress=progress, skip_unreadable=skip_unreadable))
+        kept = LayoutListing(
+            listing.classes,
+            tuple(sample for sample in listing.train if sample[0] not in skipped),
+            tuple(sample for sample in listing.val if sample[0] not in skipped),
+        )
+        _link_split(staging / "train", kept.classes, kept.train)
+        _link_split(staging / "val", kept.classes, kept.val)
+        manifest["skipped"] = sorted(str(path) for path in skipped)
+
     target = cached_directory(Path(cache_dir) / name, stable_key(description), build, manifest)
+    skipped_before = read_marker(target).get("skipped", [])
+    if skipped_before and not manifest.get("skipped"):
+        warn_skipped(skipped_before)
     return target / "train", target / "val"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,12 @@ from torch import nn
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth.data.fgmarks import FGMarksConfig
 from solo_fgsynth.diagnose.analysis import Diagnosis, diagnose, markdown, plot
+from solo_fgsynth.errors import UserError
 
 __all__ = ["Diagnosis", "diagnose", "main", "write_diagnosis"]
 
 
-class DiagnoseError(ValueError):
+class DiagnoseError(UserError):
     """A checkpoint or recipe the diagnostic cannot use; the message says why."""
 
 
@@ -93,9 +93,13 @@ def diagnose_checkpoint(ckpt: Path, args_path: Path | None = None) -> Diagnosis:
             "variance": state["fgsynth.statistics.variance"],
             "importance": state["fgsynth.statistics.importance"],
         }
+    try:
+        fgmarks = FGMarksConfig.from_mapping(recipe["data"].get("fgmarks"))
+    except ValueError as error:
+        raise DiagnoseError(f"data.fgmarks of the recipe: {error}") from None
     return diagnose(
         backbone,
-        FGMarksConfig.from_mapping(recipe["data"].get("fgmarks")),
+        fgmarks,
         int(recipe["augmentations"][0]["crop_size"]),
         tracked=tracked,
         var_fraction=float(kwargs.get("var_fraction", 0.25)),
@@ -121,11 +125,7 @@ def main(argv: list[str]) -> int:
     from solo_fgsynth._solo import require_solo
 
     require_solo()
-    try:
-        diagnosis = diagnose_checkpoint(options.checkpoint, options.args)
-    except (DiagnoseError, ValueError) as error:
-        print(f"solo-fgsynth diagnose: error: {error}", file=sys.stderr)
-        return 2
+    diagnosis = diagnose_checkpoint(options.checkpoint, options.args)
     out_dir = options.out or options.checkpoint.parent / "diagnose"
     write_diagnosis(diagnosis, out_dir, title=options.checkpoint.stem)
     print(markdown(diagnosis), end="")

@@ -21,6 +21,7 @@ from solo.utils.misc import get_rank
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
+from solo_fgsynth.errors import ConfigValueError
 from solo_fgsynth.methods.pair_images import log_pair_grid
 from solo_fgsynth.synth import FGSYNTH_VERSION, FGSynth, FGSynthConfig, frozen_batchnorm_statistics
 from solo_fgsynth.synth.config import check_choice, check_int_at_least
@@ -59,7 +60,7 @@ def feature_map_module(backbone: nn.Module, path: str, backbone_name: str = "") 
     the backbone's modules.
     """
     if backbone_name.startswith(TOKEN_BACKBONES):
-        raise ValueError(
+        raise ConfigValueError(
             f"backbone {backbone_name!r} is a vision transformer (token maps, not a B x C x h x w "
             "feature map): fgsynth does not support it yet; use a convolutional backbone "
             "(resnet18, resnet50, wide_resnet28w2, convnext_tiny, ...)"
@@ -70,7 +71,7 @@ def feature_map_module(backbone: nn.Module, path: str, backbone_name: str = "") 
     except AttributeError:
         close = difflib.get_close_matches(path, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
+        raise ConfigValueError(
             f"method_kwargs.feature_module={path!r} is not a module of the backbone "
             f"{type(backbone).__name__}{hint}; its modules are: {', '.join(names)}"
         ) from None

@@ -18,7 +18,13 @@ from solo_fgsynth.zoo.errors import (
 )
 from solo_fgsynth.zoo.export import ExportResult, export_checkpoint, write_cards
 from solo_fgsynth.zoo.loader import load, load_into_solo
-from solo_fgsynth.zoo.manifest import DEFAULT_MANIFEST, BackboneSpec, Manifest, ZooEntry
+from solo_fgsynth.zoo.manifest import (
+    DEFAULT_MANIFEST,
+    MANIFEST_ENV,
+    BackboneSpec,
+    Manifest,
+    ZooEntry,
+)
 
 
 def list_models(manifest: str | Path | None = None) -> list[str]:
@@ -34,6 +40,7 @@ def get_entry(name: str, manifest: str | Path | None = None) -> ZooEntry:
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_MANIFEST",
+    "MANIFEST_ENV",
     "OFFLINE_ENV",
     "BackboneSpec",
     "DownloadError",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from solo_fgsynth.errors import report_user_error
 from solo_fgsynth.zoo.card import format_size, method_label, render_card
 from solo_fgsynth.zoo.download import CACHE_ENV, DEFAULT_RETRIES, OFFLINE_ENV, fetch_entry
 from solo_fgsynth.zoo.errors import ZooError
@@ -16,7 +17,7 @@ from solo_fgsynth.zoo.export import (
     read_metrics_file,
     write_cards,
 )
-from solo_fgsynth.zoo.manifest import Manifest, validate_metrics
+from solo_fgsynth.zoo.manifest import MANIFEST_ENV, Manifest, validate_metrics
 
 _COLUMNS = ("NAME", "METHOD", "BACKBONE", "DATASET", "CROP", "LINEAR@1", "KNN@1", "mAP", "SIZE")
 
@@ -29,7 +30,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     zoo = Manifest.load(args.manifest)
     if not zoo.entries:
         print(
-            f"No pretrained weights are published yet (manifest: {zoo.path}).\n"
+            f"No pretrained weights are published yet (manifest: {zoo.source}).\n"
             "Publish a solo-learn checkpoint with: "
             "solo-fgsynth zoo export CKPT --name NAME --metrics-from results.json"
         )
@@ -115,12 +116,15 @@ def _cmd_cards(args: argparse.Namespace) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--manifest", metavar="PATH", help="manifest file (default: the packaged one)"
+        "--manifest",
+        metavar="PATH",
+        help=f"manifest file or URL (default: ${MANIFEST_ENV}, else the packaged one)",
     )
     parser = argparse.ArgumentParser(
         prog="solo-fgsynth zoo",
         description="Pretrained backbones: list, describe, download (sha256-verified) and publish.",
-        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses the cache only.",
+        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses the cache only, "
+        f"{MANIFEST_ENV}=FILE_OR_URL another manifest.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -179,10 +183,9 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one zoo subcommand; zoo errors become a one-paragraph message and exit code 1."""
+    """Run one zoo subcommand; a zoo error is one line and exit code 2."""
     args = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return _COMMANDS[args.command](args)
     except ZooError as error:
-        print(f"solo-fgsynth zoo {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return report_user_error(f"zoo {args.command}", error)

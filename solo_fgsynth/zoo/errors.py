@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from solo_fgsynth.errors import UserError
 
-class ZooError(RuntimeError):
-    """Base class of every error the zoo raises on bad input, bad files or failed downloads."""
+
+class ZooError(UserError, RuntimeError):
+    """Base class of every error the zoo raises on bad input, bad files or failed downloads.
+
+    The command line reports each as one line and exit code 2 (see :mod:`solo_fgsynth.errors`).
+    """
 
 
 class ManifestError(ZooError):

@@ -26,6 +26,8 @@ from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import (
     DEFAULT_MANIFEST,
     KNOWN_METRICS,
+    PACKAGED_WEIGHTS_DIR,
+    PACKAGED_WEIGHTS_LIMIT_BYTES,
     BackboneSpec,
     Manifest,
     ZooEntry,
@@ -138,6 +140,14 @@ def _recipe_field(recipe: dict[str, Any], dotted: str, args_path: Path) -> Any:
     return value
 
 
+def default_weights_dir(manifest_path: Path, size_bytes: int) -> Path:
+    """Where exported weights go: inside the package (so into the wheel) for the packaged
+    manifest when they are at most ``PACKAGED_WEIGHTS_LIMIT_BYTES``, else beside the cards."""
+    if manifest_path == DEFAULT_MANIFEST and size_bytes <= PACKAGED_WEIGHTS_LIMIT_BYTES:
+        return PACKAGED_WEIGHTS_DIR
+    return _default_dirs(manifest_path) / "weights"
+
+
 def _default_dirs(manifest_path: Path) -> Path:
     """Where cards and weights go: the repository's zoo/ for the packaged manifest."""
     if manifest_path != DEFAULT_MANIFEST:
@@ -155,6 +165,8 @@ def write_cards(
 ) -> list[Path]:
     """Rewrite every entry's model card from the manifest, e.g. after editing its ``notes``."""
     zoo = Manifest.load(manifest)
+    if zoo.path is None and cards_dir is None:
+        raise ZooError(f"the manifest {zoo.url} is served from a URL; pass --cards-dir")
     directory = Path(cards_dir or _default_dirs(zoo.path) / "cards").resolve()
     paths = []
     for entry in zoo.entries:
@@ -196,6 +208,11 @@ def export_checkpoint(
     validate_name(name)
     ckpt_path = Path(ckpt).resolve()
     zoo = Manifest.load(manifest)
+    if zoo.path is None:
+        raise ZooError(
+            f"the manifest {zoo.url} is served from a URL; export into a local manifest file "
+            "(--manifest PATH), then upload it and the weights"
+        )
     if name in zoo.names() and not replace:
         raise ZooError(f"entry {name!r} already exists in {zoo.path}; use --replace to overwrite")
     args_file = Path(args_path).resolve() if args_path else ckpt_path.parent / "args.json"
@@ -228,7 +245,8 @@ def export_checkpoint(
 
     data = serialize_backbone(state, spec)
     zoo_dir = _default_dirs(zoo.path)
-    weights_path = Path(weights_dir or zoo_dir / "weights").resolve() / f"{name}.safetensors"
+    weights_dir = weights_dir or default_weights_dir(zoo.path, len(data))
+    weights_path = Path(weights_dir).resolve() / f"{name}.safetensors"
     card_path = Path(cards_dir or zoo_dir / "cards").resolve() / f"{name}.md"
     sources = list(urls) or [Path(os.path.relpath(weights_path, zoo.path.parent)).as_posix()]
     entry = ZooEntry.from_dict(

@@ -1,8 +1,10 @@
 """The zoo manifest: one JSON file listing every published backbone, its files and its provenance.
 
 The manifest ships inside the package (``solo_fgsynth/zoo/manifest.json``), so an installed
-copy can list, verify and load weights without the repository. A source URL without a scheme
-is a path relative to the manifest file, which lets a checkout ship small weights in ``zoo/``.
+copy can list, verify and load weights without the repository; ``$SOLO_FGSYNTH_MANIFEST`` names
+another one, a file or an http(s) URL. A source URL without a scheme is relative to the
+manifest: weights under the size limit ship in the package's ``zoo/weights/``, larger ones
+stay in the repository's ``zoo/weights/`` or on a server.
 """
 
 from __future__ import annotations
@@ -11,17 +13,26 @@ import datetime as dt
 import difflib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
+
+import requests
 
 from solo_fgsynth._io import atomic_write_text
 from solo_fgsynth.zoo.errors import ManifestError, UnknownModelError
 
 SCHEMA_VERSION = 1
 DEFAULT_MANIFEST = Path(__file__).resolve().with_name("manifest.json")
+MANIFEST_ENV = "SOLO_FGSYNTH_MANIFEST"
+MANIFEST_TIMEOUT_S = 30
+# Weights shipped inside the package (and wheel) beside the manifest, each at most this size;
+# larger ones stay in the repository's zoo/weights/ or are served from a URL.
+PACKAGED_WEIGHTS_DIR = DEFAULT_MANIFEST.with_name("weights")
+PACKAGED_WEIGHTS_LIMIT_BYTES = 8 * 2**20
 
 # "solo_fgsynth": a backbone this package registers (solo_fgsynth.backbones.BACKBONES)
 LIBRARIES = ("torchvision", "timm", "solo_fgsynth")
@@ -252,19 +263,47 @@ def _backbone(value: Any, where: str) -> BackboneSpec:
     return BackboneSpec(library=library, arch=arch, cifar_stem=cifar_stem, kwargs=kwargs)
 
 
-class Manifest:
-    """The parsed manifest file: its entries in file order, and where it lives."""
+def manifest_location(path: str | Path | None = None) -> str | Path:
+    """The manifest to use: ``path`` if given, else ``$SOLO_FGSYNTH_MANIFEST`` (a file or an
+    http(s) URL, e.g. a lab's own server), else the one shipped in the package."""
+    if path is not None:
+        return path
+    return os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST
 
-    def __init__(self, path: Path, entries: list[ZooEntry]) -> None:
+
+def _download_manifest(url: str) -> str:
+    try:
+        response = requests.get(url, timeout=MANIFEST_TIMEOUT_S)
+        response.raise_for_status()
+    except requests.RequestException as error:
+        raise ManifestError(f"cannot download manifest {url}: {error}") from None
+    return response.text
+
+
+class Manifest:
+    """The parsed manifest: its entries in file order, and where it lives (a file or a URL)."""
+
+    def __init__(self, path: Path | None, entries: list[ZooEntry], url: str | None = None) -> None:
         self.path = path
+        self.url = url
         self.entries = entries
+
+    @property
+    def source(self) -> str:
+        """Where the manifest was read from: its URL, or its file path."""
+        return self.url or str(self.path)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Manifest:
-        """Read and validate the manifest at ``path`` (default: the one shipped in the package)."""
-        path = Path(path).resolve() if path is not None else DEFAULT_MANIFEST
+        """Read and validate the manifest at ``path``, a file or an http(s) URL (default:
+        ``$SOLO_FGSYNTH_MANIFEST``, else the one shipped in the package)."""
+        location = manifest_location(path)
+        url = str(location) if urlsplit(str(location)).scheme in ("http", "https") else None
+        file = None if url else Path(location).expanduser().resolve()
+        path = url or file
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = _download_manifest(url) if url else file.read_text(encoding="utf-8")
+            data = json.loads(text)
         except FileNotFoundError:
             raise ManifestError(f"manifest not found: {path}") from None
         except (OSError, json.JSONDecodeError) as error:
@@ -283,7 +322,7 @@ class Manifest:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ManifestError(f"manifest {path}: duplicate entry names {duplicates}")
-        return cls(path, entries)
+        return cls(file, entries, url)
 
     def names(self) -> list[str]:
         """Entry names in file order."""
@@ -297,7 +336,7 @@ class Manifest:
         names = self.names()
         if not names:
             raise UnknownModelError(
-                f"unknown model {name!r}: the manifest {self.path} has no entries yet"
+                f"unknown model {name!r}: the manifest {self.source} has no entries yet"
             )
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = (
@@ -313,7 +352,7 @@ class Manifest:
             if existing.name == entry.name:
                 if not replace:
                     raise ManifestError(
-                        f"entry {entry.name!r} already exists in {self.path}; "
+                        f"entry {entry.name!r} already exists in {self.source}; "
                         "pass replace=True (CLI: --replace) to overwrite it"
                     )
                 self.entries[i] = entry
@@ -322,6 +361,11 @@ class Manifest:
 
     def save(self) -> None:
         """Write the manifest back atomically, two-space indented for readable diffs."""
+        if self.path is None:
+            raise ManifestError(
+                f"the manifest {self.url} is served from a URL and cannot be written here; "
+                "publish into a local manifest file (--manifest PATH) and upload it"
+            )
         data = {
             "schema_version": SCHEMA_VERSION,
             "entries": [entry.to_dict() for entry in self.entries],
@@ -329,11 +373,14 @@ class Manifest:
         atomic_write_text(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def source_urls(self, entry: ZooEntry) -> list[str]:
-        """The entry's URLs in order, relative paths turned into ``file://`` URLs."""
+        """The entry's URLs in order; relative ones resolved against the manifest's location
+        (``file://`` URLs beside a manifest file, the server's for a manifest URL)."""
         resolved = []
         for url in entry.urls:
             if urlsplit(url).scheme:
                 resolved.append(url)
+            elif self.url is not None:
+                resolved.append(urljoin(self.url, url))
             else:
                 resolved.append((self.path.parent / url).resolve().as_uri())
         return resolved

@@ -1,0 +1,49 @@
+"""The one exception type for mistakes a user can fix, and how the command line reports it.
+
+A :class:`UserError` ends a command with one line, ``solo-fgsynth <command>: error: ...``, and
+exit code 2; the traceback is printed only with ``--debug`` (or ``SOLO_FGSYNTH_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+DEBUG_ENV = "SOLO_FGSYNTH_DEBUG"
+USER_ERROR_EXIT_CODE = 2
+
+
+class UserError(Exception):
+    """A value, name or file given by the user that cannot be used.
+
+    The message names the bad value and what is allowed, in one line. ``details`` are lines
+    printed before that line, for the rare error whose fix takes several lines.
+    """
+
+    details: tuple[str, ...] = ()
+
+
+class ConfigValueError(UserError, ValueError):
+    """A config value outside what is allowed; also a ValueError, for callers that catch those."""
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks of user errors are wanted: ``--debug`` or ``$SOLO_FGSYNTH_DEBUG``."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def error_line(command: str, error: BaseException) -> str:
+    """``solo-fgsynth <command>: error: <message>``, the message's lines joined into one."""
+    message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"solo-fgsynth {command}: error: {message}"
+
+
+def report_user_error(command: str, error: UserError) -> int:
+    """Print ``error`` for the user (its traceback too when debugging); return exit code 2."""
+    if debug_enabled():
+        traceback.print_exception(error)
+    for line in error.details:
+        print(line, file=sys.stderr)
+    print(error_line(command, error), file=sys.stderr)
+    return USER_ERROR_EXIT_CODE

@@ -1,0 +1,206 @@
+"""Weighted kNN of a pretrained checkpoint's features, as solo-learn's ``main_knn.py`` does it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+from torch.utils.data import DataLoader
+
+from solo_fgsynth._solo import require_solo
+from solo_fgsynth.launch.common import (
+    GPU_ACCELERATORS,
+    LaunchError,
+    _checked_by_solo,
+    _checked_copy,
+    _checkpoint_state,
+    _classification_datasets,
+    _command,
+    _eval_transforms,
+    _method_class,
+    _prepare_data,
+    _resolve_devices,
+)
+from solo_fgsynth.launch.compat import knn_metric_class
+
+KNN_DISTANCES = ("euclidean", "cosine")
+KNN_FEATURES = ("backbone", "projector")
+
+
+def _knn_checkpoint(cfg: DictConfig) -> tuple[Path, Path]:
+    """The checkpoint and its args.json: ``pretrained_checkpoint_dir`` (newest .ckpt) or a file."""
+    directory = cfg.get("pretrained_checkpoint_dir")
+    file = cfg.get("pretrained_feature_extractor")
+    if (directory is None) == (file is None):
+        raise LaunchError(
+            "set exactly one of pretrained_checkpoint_dir (a run directory with args.json) "
+            "and pretrained_feature_extractor (a .ckpt file next to its args.json)"
+        )
+    if file is not None:
+        ckpt = Path(file)
+        if not ckpt.is_file():
+            raise LaunchError(f"pretrained_feature_extractor={str(file)!r} is not a file")
+    else:
+        run_dir = Path(directory)
+        candidates = sorted(run_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise LaunchError(f"pretrained_checkpoint_dir={str(directory)!r} holds no .ckpt file")
+        ckpt = candidates[-1]
+    args = ckpt.parent / "args.json"
+    if not args.is_file():
+        raise LaunchError(
+            f"{ckpt} has no args.json next to it (solo-learn's Checkpointer writes one)"
+        )
+    return ckpt, args
+
+
+def _knn_grid(cfg: DictConfig) -> tuple[list[int], list[float], list[str], list[str]]:
+    """The k / temperature / distance / feature lists of a knn config, checked."""
+
+    def as_list(key: str, default: Sequence[Any]) -> list[Any]:
+        value = cfg.get(key, default)
+        return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+
+    ks = as_list("k", [20])
+    temperatures = as_list("temperature", [0.07])
+    distances = as_list("distance_function", ["cosine"])
+    features = as_list("feature_type", ["backbone"])
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise LaunchError(f"k={k!r} is not valid: use positive integers")
+    for t in temperatures:
+        if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
+            raise LaunchError(f"temperature={t!r} is not valid: use positive numbers")
+    for name, values, allowed in (
+        ("distance_function", distances, KNN_DISTANCES),
+        ("feature_type", features, KNN_FEATURES),
+    ):
+        for value in values:
+            if value not in allowed:
+                raise LaunchError(f"{name}={value!r} is not valid: use {' or '.join(allowed)}")
+    return ks, [float(t) for t in temperatures], distances, features
+
+
+def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
+    """The method of ``args.json`` with the checkpoint's weights; refused unless they all fit."""
+    state = _checkpoint_state(ckpt, key)
+    model = _checked_by_solo(_method_class(method_cfg.get("method")), method_cfg)
+    misfit = f"{ckpt} does not fit the method its args.json describes"
+    try:
+        missing, _ = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        first_problem = str(error).splitlines()[1].strip()
+        raise LaunchError(f"{misfit}: {first_problem}") from error
+    if missing:
+        more = " ..." if len(missing) > 4 else ""
+        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
+    return model
+
+
+@torch.no_grad()
+def _features(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Backbone (``feats``) and projector (``z``) features of every image, and the labels."""
+    feats, projected, labels = [], [], []
+    for images, targets in loader:
+        out = model(images.to(device))
+        feats.append(out["feats"].float().cpu())
+        if "z" in out:
+            projected.append(out["z"].float().cpu())
+        labels.append(targets)
+    features = {"backbone": torch.cat(feats)}
+    if projected:
+        features["projector"] = torch.cat(projected)
+    return features, torch.cat(labels)
+
+
+def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Weighted kNN of a pretrained checkpoint's features, as solo-learn's main_knn.py computes it.
+
+    Returns ``{"<feature>/k=<k>/<distance>[/T=<t>]": {"acc1": %, "acc5": %}}`` over the grid.
+    """
+    require_solo()
+    from solo.data.classification_dataloader import prepare_transforms
+
+    cfg = _checked_copy(cfg)
+    ks, temperatures, distances, feature_types = _knn_grid(cfg)
+    ckpt, args_path = _knn_checkpoint(cfg)
+    _prepare_data(cfg)
+    _resolve_devices(cfg)
+    try:
+        method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
+    except (OSError, ValueError) as error:
+        raise LaunchError(f"{args_path} is not a readable args.json ({error})") from error
+    key = "pretrained_feature_extractor"
+    if cfg.get("pretrained_feature_extractor") is None:
+        key = "the newest checkpoint of pretrained_checkpoint_dir"
+    model = _trained_model(method_cfg, ckpt, key)
+    if cfg.accelerator in GPU_ACCELERATORS:
+        device = torch.device("cuda", cfg.devices[0])
+    elif cfg.accelerator in ("cpu", "mps"):
+        device = torch.device(cfg.accelerator)
+    else:
+        raise LaunchError(
+            f"accelerator={cfg.accelerator!r} is not valid for knn: use cpu, gpu or mps"
+        )
+    model = model.to(device).eval()
+
+    dataset = cfg.data.dataset
+    if dataset == "custom":
+        trained = method_cfg.augmentations[0]
+        view = cfg.data.get("augmentations") or {}
+        _, transform = _eval_transforms(
+            dataset,
+            view.get("crop_size", trained.crop_size),
+            view.get("mean", trained.get("mean", IMAGENET_DEFAULT_MEAN)),
+            view.get("std", trained.get("std", IMAGENET_DEFAULT_STD)),
+        )
+    else:
+        transform = prepare_transforms(dataset)[1]
+    cfg.data.format = cfg.data.get("format", "image_folder")
+    train_dataset, val_dataset = _classification_datasets(cfg, transform, transform)
+    loaders = [
+        DataLoader(ds, batch_size=cfg.get("batch_size", 16), num_workers=cfg.get("num_workers", 4))
+        for ds in (train_dataset, val_dataset)
+    ]
+    (train_features, train_targets), (test_features, test_targets) = (
+        _features(model, loader, device) for loader in loaders
+    )
+    missing = [f for f in feature_types if f not in train_features]
+    if missing:
+        raise LaunchError(
+            f"feature_type {missing[0]!r}: method {method_cfg.method!r} returns no projector "
+            "output 'z'; use feature_type=[backbone]"
+        )
+
+    knn_class = knn_metric_class()
+    results: dict[str, dict[str, float]] = {}
+    for feature in feature_types:
+        for k in ks:
+            for distance in distances:
+                for temperature in temperatures if distance == "cosine" else [None]:
+                    knn = knn_class(k=k, T=temperature, distance_fx=distance)
+                    knn(
+                        train_features=train_features[feature],
+                        train_targets=train_targets,
+                        test_features=test_features[feature],
+                        test_targets=test_targets,
+                    )
+                    acc1, acc5 = knn.compute()
+                    key = f"{feature}/k={k}/{distance}"
+                    if temperature is not None:
+                        key += f"/T={temperature:g}"
+                    results[key] = {"acc1": float(acc1), "acc5": float(acc5)}
+    return results
+
+
+def knn(argv: list[str]) -> int:
+    """``solo-fgsynth knn``: weighted kNN of a checkpoint's features; prints acc@1/5 per setting."""
+    return _command("knn", "Weighted kNN evaluation of a pretrained checkpoint.", argv, run_knn)

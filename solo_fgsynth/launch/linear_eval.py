@@ -1,0 +1,154 @@
+"""Linear evaluation of a frozen pretrained backbone, as solo-learn's ``main_linear.py`` does it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig
+from torch import nn
+
+from solo_fgsynth._solo import require_solo
+from solo_fgsynth.launch.common import (
+    LaunchError,
+    _checked_by_solo,
+    _checked_copy,
+    _checkpoint_state,
+    _classification_datasets,
+    _command,
+    _eval_transforms,
+    _fit,
+    _prepare_data,
+    _require_name,
+    _resolve_devices,
+)
+from solo_fgsynth.launch.compat import lightning_devices
+
+
+def _linear_backbone(cfg: DictConfig) -> nn.Module:
+    """The pretrained backbone for linear evaluation, built as solo-learn's BaseMethod builds it."""
+    from solo.methods.base import BaseMethod
+
+    if cfg.backbone.name not in BaseMethod._BACKBONES:
+        raise LaunchError(
+            f"unknown backbone {cfg.backbone.name!r}; "
+            f"available: {', '.join(sorted(BaseMethod._BACKBONES))}"
+        )
+    backbone = BaseMethod._BACKBONES[cfg.backbone.name](
+        method=cfg.pretrain_method, **cfg.backbone.kwargs
+    )
+    if cfg.backbone.name.startswith("resnet"):
+        backbone.fc = nn.Identity()
+        if cfg.data.dataset in ("cifar10", "cifar100"):
+            backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+            backbone.maxpool = nn.Identity()
+
+    path = str(cfg.pretrained_feature_extractor)
+    state = _checkpoint_state(path, "pretrained_feature_extractor")
+    weights = {
+        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+    }
+    misfit = f"{path} does not fit backbone {cfg.backbone.name!r}"
+    try:
+        missing, _ = backbone.load_state_dict(weights, strict=False)
+    except RuntimeError as error:
+        first_problem = str(error).splitlines()[1].strip()
+        raise LaunchError(f"{misfit}: {first_problem}") from error
+    if missing:
+        more = " ..." if len(missing) > 4 else ""
+        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
+    rank_zero_info(f"Loaded {path}")
+    return backbone
+
+
+def _linear_loss(cfg: DictConfig) -> tuple[nn.Module, Callable | None]:
+    """Loss and optional mixup/cutmix, chosen as solo-learn's main_linear.py chooses them."""
+    from timm.data.mixup import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=cfg.mixup,
+            cutmix_alpha=cfg.cutmix,
+            cutmix_minmax=None,
+            prob=1.0,
+            switch_prob=0.5,
+            mode="batch",
+            label_smoothing=cfg.label_smoothing,
+            num_classes=cfg.data.num_classes,
+        )
+        return SoftTargetCrossEntropy(), mixup
+    if cfg.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=cfg.label_smoothing), None
+    return nn.CrossEntropyLoss(), None
+
+
+def run_linear(cfg: DictConfig) -> dict[str, float]:
+    """Train a linear classifier on a frozen pretrained backbone, as solo-learn's main_linear.py.
+
+    Returns the final validation metrics: ``val_acc1`` (top-1, %), ``val_acc5`` and ``val_loss``.
+    """
+    require_solo()
+    from solo.args.linear import parse_cfg
+    from solo.data.classification_dataloader import prepare_dataloaders
+    from solo.methods.linear import LinearModel
+    from solo.utils.misc import make_contiguous
+    from timm.data import create_transform
+
+    cfg = _checked_copy(cfg)
+    _require_name(cfg)
+    _prepare_data(cfg)
+    _resolve_devices(cfg)
+    cfg = _checked_by_solo(parse_cfg, cfg)
+    if cfg.data.num_classes < 5:
+        raise LaunchError(
+            f"linear evaluation reports top-5 accuracy and needs at least 5 classes; "
+            f"data.train_path={cfg.data.train_path!r} has {cfg.data.num_classes}"
+        )
+    lightning_devices(cfg)
+    seed_everything(cfg.seed)
+
+    loss_func, mixup_func = _linear_loss(cfg)
+    model = LinearModel(_linear_backbone(cfg), loss_func=loss_func, mixup_func=mixup_func, cfg=cfg)
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    view = cfg.data.augmentations
+    t_train, t_val = _eval_transforms(cfg.data.dataset, view.crop_size, view.mean, view.std)
+    if cfg.auto_augment:
+        t_train = create_transform(
+            input_size=view.crop_size if cfg.data.dataset == "custom" else 224,
+            is_training=True,
+            color_jitter=None,
+            auto_augment="rand-m9-mstd0.5-inc1",
+            interpolation="bicubic",
+            re_prob=0.25,
+            re_mode="pixel",
+            re_count=1,
+            mean=tuple(view.mean),
+            std=tuple(view.std),
+        )
+    train_dataset, val_dataset = _classification_datasets(cfg, t_train, t_val, cfg.data.fraction)
+    train_loader, val_loader = prepare_dataloaders(
+        train_dataset,
+        val_dataset,
+        batch_size=cfg.optimizer.batch_size,
+        num_workers=cfg.data.num_workers,
+    )
+    trainer, _ = _fit(cfg, model, train_loader, val_loader, Path(cfg.checkpoint.dir) / "linear")
+    results = trainer.validate(model, val_loader, verbose=False)
+    return {key: float(value) for key, value in results[0].items()}
+
+
+def linear(argv: list[str]) -> int:
+    """``solo-fgsynth linear``: offline linear evaluation; prints the final validation metrics."""
+    return _command(
+        "linear",
+        "Linear evaluation of a pretrained checkpoint (solo-learn linear config).",
+        argv,
+        run_linear,
+    )

@@ -1,0 +1,131 @@
+"""Pretraining: any registered solo-learn method, as solo-learn's ``main_pretrain.py`` does it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, seed_everything
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import DataLoader
+
+from solo_fgsynth._solo import require_solo
+from solo_fgsynth.launch.common import (
+    LaunchError,
+    _checked_by_solo,
+    _checked_copy,
+    _classification_datasets,
+    _command,
+    _eval_transforms,
+    _fit,
+    _method_class,
+    _prepare_data,
+    _require_name,
+    _resolve_devices,
+)
+from solo_fgsynth.launch.compat import check_online_knn, lightning_devices
+
+
+def _auto_umap(cfg: DictConfig) -> list[Callback]:
+    """solo-learn's optional AutoUMAP callback, when the config enables it."""
+    from solo.utils.misc import omegaconf_select
+
+    if not omegaconf_select(cfg, "auto_umap.enabled", False):
+        return []
+    try:
+        from solo.utils.auto_umap import AutoUMAP
+    except ImportError as error:
+        raise LaunchError(
+            "auto_umap.enabled=True needs umap-learn: pip install umap-learn"
+        ) from error
+    logdir = Path(cfg.auto_umap.dir) / cfg.method
+    return [AutoUMAP(cfg.name, logdir=logdir, frequency=cfg.auto_umap.frequency)]
+
+
+def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path | None:
+    """Pretrain ``cfg.method`` as solo-learn's main_pretrain.py does; return the last checkpoint.
+
+    Returns None when ``checkpoint.enabled`` is false. ``cfg`` itself is left unchanged.
+    """
+    require_solo()
+    from solo.args.pretrain import parse_cfg
+    from solo.data.pretrain_dataloader import (
+        FullTransformPipeline,
+        NCropAugmentation,
+        build_transform_pipeline,
+        prepare_dataloader,
+        prepare_datasets,
+    )
+    from solo.utils.misc import make_contiguous
+
+    cfg = _checked_copy(cfg, method=True)
+    method_class = _method_class(cfg.method)
+    _require_name(cfg)
+    _prepare_data(cfg)
+    _resolve_devices(cfg)
+    cfg = _checked_by_solo(parse_cfg, cfg)
+    lightning_devices(cfg)
+    seed_everything(cfg.seed)
+    if cfg.data.num_large_crops != 2 and cfg.method not in ("wmse", "mae"):
+        raise LaunchError(
+            f"{cfg.data.num_large_crops} large crops configured; method {cfg.method!r} needs 2 "
+            "(only wmse and mae take another number)"
+        )
+    check_online_knn(cfg)
+
+    model = _checked_by_solo(method_class, cfg)
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    val_loader = None
+    no_val = cfg.data.val_path is None or (cfg.data.dataset == "custom" and cfg.data.no_labels)
+    if not no_val:
+        view = cfg.augmentations[0]
+        _, t_val = _eval_transforms(
+            cfg.data.dataset,
+            view.crop_size,
+            view.get("mean", IMAGENET_DEFAULT_MEAN),
+            view.get("std", IMAGENET_DEFAULT_STD),
+        )
+        val_dataset = _classification_datasets(cfg, t_val, t_val)[1]
+        val_loader = DataLoader(
+            val_dataset,
+            batch_size=cfg.optimizer.batch_size,
+            num_workers=cfg.data.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    transform = FullTransformPipeline(
+        [
+            NCropAugmentation(build_transform_pipeline(cfg.data.dataset, view), view.num_crops)
+            for view in cfg.augmentations
+        ]
+    )
+    if cfg.debug_augmentations:
+        rank_zero_info(f"Transforms:\n{transform}")
+    train_dataset = prepare_datasets(
+        cfg.data.dataset,
+        transform,
+        train_data_path=cfg.data.train_path,
+        data_format=cfg.data.format,
+        no_labels=cfg.data.no_labels,
+        data_fraction=cfg.data.fraction,
+    )
+    train_loader = prepare_dataloader(
+        train_dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
+    )
+    logdir = Path(cfg.checkpoint.dir) / cfg.method
+    callbacks = [*_auto_umap(cfg), *extra_callbacks]
+    _, last = _fit(cfg, model, train_loader, val_loader, logdir, callbacks)
+    return last
+
+
+def pretrain(argv: list[str]) -> int:
+    """``solo-fgsynth pretrain``: pretrain any registered method; prints the last checkpoint."""
+    return _command(
+        "pretrain", "Pretrain a solo-learn method from a yaml config.", argv, run_pretrain
+    )

@@ -1,0 +1,284 @@
+"""Every error a user can cause ends the command with one line naming it, and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+from PIL import Image
+
+import solo_fgsynth
+from solo_fgsynth.cli import main
+from solo_fgsynth.data import check_custom_images, layouts, prepare_layout
+from solo_fgsynth.data.checked_folder import checked_image_folder
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+PACKAGE_ROOT = Path(solo_fgsynth.__file__).resolve().parents[1]
+
+
+def _image_folder(root: Path, classes: int = 5, per_class: int = 1) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Five classes of one tiny image each for train and val, and a private data cache."""
+    monkeypatch.setenv("SOLO_FGSYNTH_DATA_DIR", str(tmp_path / "cache"))
+    return {"train": _image_folder(tmp_path / "train"), "val": _image_folder(tmp_path / "val")}
+
+
+def _last_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err.strip().splitlines()[-1], err
+
+
+def _custom(config: str, data: dict[str, Path], *extra: str) -> list[str]:
+    return [
+        "-cp",
+        str(SCRIPTS / "pretrain" / "custom"),
+        "-cn",
+        config,
+        f"data.train_path={data['train']}",
+        f"data.val_path={data['val']}",
+        *extra,
+    ]
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["method_kwargs.var_fraction=1.5"],
+            "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fraction=1.5 is out "
+            "of range: allowed is a number in [0, 1]",
+        ),
+        (
+            ["+method_kwargs.var_fractoin=0.3"],
+            "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fractoin is not a "
+            "knob of fgsynth with base 'byol' (did you mean 'var_fraction'?); allowed are ",
+        ),
+        (
+            ["method=byool"],
+            "solo-fgsynth pretrain: error: unknown method 'byool'; registered methods: ",
+        ),
+        (
+            ["backbone.name=vit_tiny"],
+            "solo-fgsynth pretrain: error: fgsynth needs a ResNet-style backbone with a 'layer4' "
+            "feature map (resnet18, resnet50, wide_resnet...), got VisionTransformer",
+        ),
+        (
+            ["no_such_key=1"],
+            "solo-fgsynth pretrain: error: Could not override 'no_such_key'.",
+        ),
+    ],
+)
+def test_bad_knobs_methods_and_backbones_are_one_line_and_exit_2(
+    extra: list[str],
+    expected: str,
+    data: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["pretrain", *_custom("fgsynth_byol", data, f"checkpoint.dir={tmp_path}", *extra)]
+    code, line, _ = _last_line(argv, capsys)
+    assert code == 2
+    assert line.startswith(expected), line
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize(
+    ("dataset", "layout_file", "expected"),
+    [
+        ("cub200", None, "dataset root {root} does not exist or is not a directory"),
+        ("cub200", "images.txt", "CUB-200-2011 layout is incomplete: missing {root}/image_class_"),
+        ("cars", None, "dataset root {root} does not exist or is not a directory"),
+        ("cars", "", "Stanford Cars layout is incomplete: missing {root}/devkit/cars_meta.mat"),
+        ("aircraft", "", "FGVC-Aircraft layout is incomplete: missing {root}/data/variants.txt"),
+    ],
+)
+def test_missing_root_or_incomplete_layout_names_the_missing_path(
+    dataset: str,
+    layout_file: str | None,
+    expected: str,
+    data: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tmp_path / "raw"
+    if layout_file is not None:
+        root.mkdir()
+        if layout_file:
+            (root / layout_file).write_text("1 001.Bird/a.jpg\n")
+    argv = ["pretrain", "-cp", str(SCRIPTS / "pretrain" / dataset), "-cn", "byol"]
+    code, line, _ = _last_line([*argv, f"data.root={root}"], capsys)
+    assert code == 2
+    assert line.startswith(f"solo-fgsynth pretrain: error: {expected.format(root=root)}"), line
+
+
+@pytest.mark.solo
+def test_unreadable_image_stops_before_training_naming_the_file(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = data["train"] / "class2" / "broken.png"
+    bad.write_bytes(b"not a png")
+    argv = ["pretrain", *_custom("byol", data, f"checkpoint.dir={tmp_path / 'runs'}")]
+    code, line, err = _last_line(argv, capsys)
+    assert code == 2
+    assert line.startswith(f"solo-fgsynth pretrain: error: 1 unreadable image(s): {bad} (")
+    assert line.endswith(
+        "fix or remove them, or skip them with a warning: ++data.skip_unreadable=true"
+    )
+    assert f"  {bad}: UnidentifiedImageError" in err  # the full list, above the error line
+    assert not (tmp_path / "runs").exists()  # nothing was trained
+
+
+def test_skip_unreadable_points_the_dataset_at_the_readable_images_with_a_warning(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = data["train"] / "class2" / "broken.png"
+    bad.write_bytes(b"not a png")
+    node = {"dataset": "custom", "format": "image_folder", "skip_unreadable": True}
+    cfg = OmegaConf.create({**node, "train_path": str(data["train"]), "val_path": str(data["val"])})
+    with pytest.warns(UserWarning, match=rf"leaving out 1 unreadable image\(s\): {bad}"):
+        check_custom_images(cfg, tmp_path / "cache", progress=False)
+    train = Path(cfg.train_path)
+    assert train != data["train"] and cfg.val_path == str(data["val"])
+    dataset = torchvision.datasets.ImageFolder(str(train))
+    assert len(dataset) == 5 and dataset.classes == [f"class{c}" for c in range(5)]
+
+    def must_not_decode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a checked listing is not decoded again")
+
+    monkeypatch.setattr("solo_fgsynth.data.checked_folder.verify_images", must_not_decode)
+    with pytest.warns(UserWarning, match="leaving out 1 unreadable"):
+        again = checked_image_folder(data["train"], True, tmp_path / "cache", True, False)
+    assert again == train
+
+
+def test_skip_unreadable_leaves_bad_images_out_of_an_fgvr_layout_tree(tmp_path: Path) -> None:
+    root = _image_folder(tmp_path / "raw" / "train", classes=2, per_class=2).parent
+    _image_folder(root / "val", classes=2, per_class=1)
+    bad = root / "train" / "class1" / "1.png"
+    bad.write_bytes(b"broken")
+    with pytest.raises(layouts.UnreadableImagesError, match="1 unreadable"):
+        prepare_layout("imagefolder", root, tmp_path / "cache", progress=False)
+    with pytest.warns(UserWarning, match="leaving out 1 unreadable"):
+        train, _ = prepare_layout("imagefolder", root, tmp_path / "c", False, skip_unreadable=True)
+    assert sorted(p.name for p in train.rglob("*.png")) == ["0.png", "0.png", "1.png"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert prepare_layout("imagefolder", root, tmp_path / "c", False, True)[0] == train
+    assert any("leaving out 1 unreadable" in str(w.message) for w in caught)
+
+
+@pytest.mark.solo
+def test_unknown_preset_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    code, line, _ = _last_line(["benchmark", "--preset", "quik"], capsys)
+    assert code == 2
+    assert line.startswith("solo-fgsynth benchmark: error: benchmark preset 'quik' not found")
+    assert "available presets: full, long, quick" in line
+
+
+def test_unknown_zoo_name_suggests_the_close_one(capsys: pytest.CaptureFixture[str]) -> None:
+    code, line, _ = _last_line(["zoo", "info", "byol-resnet18-fgmark"], capsys)
+    assert code == 2
+    assert line == (
+        "solo-fgsynth zoo info: error: unknown model 'byol-resnet18-fgmark'; "
+        "did you mean 'byol-resnet18-fgmarks', 'fgsynth-byol-resnet18-fgmarks'?"
+    )
+
+
+def _backbone_checkpoint(path: Path) -> Path:
+    backbone = torchvision.models.resnet18()
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items() if "fc." not in k}
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize("problem", ["corrupt", "mismatched"])
+def test_linear_refuses_a_corrupt_or_mismatched_checkpoint(
+    problem: str, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if problem == "corrupt":
+        ckpt = tmp_path / "run.ckpt"
+        ckpt.write_bytes(b"\x00" * 64)
+        expected = f"pretrained_feature_extractor='{ckpt}' is not a readable checkpoint ("
+    else:
+        ckpt = _backbone_checkpoint(tmp_path / "run.ckpt")
+        expected = f"{ckpt} does not fit backbone 'resnet50': "
+    argv = [
+        "linear",
+        "-cp",
+        str(SCRIPTS / "linear" / "custom"),
+        "-cn",
+        "linear",
+        f"data.train_path={data['train']}",
+        f"data.val_path={data['val']}",
+        "backbone.name=resnet50",
+        "accelerator=cpu",
+        "devices=1",
+        f"checkpoint.dir={tmp_path / 'runs'}",
+        f"pretrained_feature_extractor={ckpt}",
+    ]
+    code, line, _ = _last_line(argv, capsys)
+    assert code == 2
+    assert line.startswith(f"solo-fgsynth linear: error: {expected}"), line
+
+
+@pytest.mark.solo
+def test_knn_refuses_a_corrupt_checkpoint(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "args.json").write_text('{"method": "byol"}')
+    (run / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    argv = [
+        "knn",
+        "-cn",
+        str(SCRIPTS / "knn" / "custom" / "knn.yaml"),
+        f"data.train_path={data['train']}",
+        f"data.val_path={data['val']}",
+        f"pretrained_checkpoint_dir={run}",
+        "accelerator=cpu",
+    ]
+    code, line, _ = _last_line(argv, capsys)
+    assert code == 2
+    assert line.startswith(
+        "solo-fgsynth knn: error: the newest checkpoint of pretrained_checkpoint_dir="
+        f"'{run / 'last.ckpt'}' is not a readable checkpoint ("
+    ), line
+
+
+def test_debug_prints_the_traceback_before_the_same_line() -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "solo_fgsynth.cli", "zoo", "info", "nope"]
+    plain = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    debug = subprocess.run(
+        [*command, "--debug"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert plain.returncode == debug.returncode == 2
+    assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
+    assert plain.stderr.splitlines()[-1] == debug.stderr.splitlines()[-1]
+    assert plain.stderr.splitlines()[-1].startswith("solo-fgsynth zoo info: error: unknown model")
