@@ -33,6 +33,12 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.backbones.config import (
+    build_solo_backbone,
+    init_evaluation_backbone,
+    init_method_backbones,
+    knn_starting_weights,
+)
 
 KNN_DISTANCES = ("euclidean", "cosine")
 KNN_FEATURES = ("backbone", "projector")
@@ -387,6 +393,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     _check_online_knn(cfg)
 
     model = method_class(cfg)
+    init_method_backbones(cfg, model)
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
@@ -448,21 +455,9 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 def _linear_backbone(cfg: DictConfig) -> nn.Module:
     """The pretrained backbone for linear evaluation, built as solo-learn's BaseMethod builds it."""
-    from solo.methods.base import BaseMethod
-
-    if cfg.backbone.name not in BaseMethod._BACKBONES:
-        raise LaunchError(
-            f"unknown backbone {cfg.backbone.name!r}; "
-            f"available: {', '.join(sorted(BaseMethod._BACKBONES))}"
-        )
-    backbone = BaseMethod._BACKBONES[cfg.backbone.name](
-        method=cfg.pretrain_method, **cfg.backbone.kwargs
-    )
-    if cfg.backbone.name.startswith("resnet"):
-        backbone.fc = nn.Identity()
-        if cfg.data.dataset in ("cifar10", "cifar100"):
-            backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-            backbone.maxpool = nn.Identity()
+    backbone = build_solo_backbone(cfg)
+    if init_evaluation_backbone(cfg, backbone):
+        return backbone
 
     path = str(cfg.pretrained_feature_extractor)
     state = _load_state_dict(path)
@@ -667,13 +662,17 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
     cfg = _checked_copy(cfg)
     ks, temperatures, distances, feature_types = _knn_grid(cfg)
-    ckpt, args_path = _knn_checkpoint(cfg)
+    starting_weights = knn_starting_weights(cfg)
+    if starting_weights is None:
+        ckpt, args_path = _knn_checkpoint(cfg)
+        method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
+        model = _method_class(method_cfg.get("method")).load_from_checkpoint(
+            ckpt, map_location="cpu", strict=False, cfg=method_cfg
+        )
+    else:
+        model, method_cfg = starting_weights
     _prepare_data(cfg)
     _resolve_devices(cfg)
-    method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
-    model = _method_class(method_cfg.get("method")).load_from_checkpoint(
-        ckpt, map_location="cpu", strict=False, cfg=method_cfg
-    )
     if cfg.accelerator in _GPU_ACCELERATORS:
         device = torch.device("cuda", cfg.devices[0])
     elif cfg.accelerator in ("cpu", "mps"):
