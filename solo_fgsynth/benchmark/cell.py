@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from solo_fgsynth._io import atomic_write_json
+from solo_fgsynth.backbones import init_backbone
 from solo_fgsynth.benchmark.metrics import (
     LinearProbe,
     fit_linear_probe,
@@ -31,6 +32,7 @@ from solo_fgsynth.benchmark.metrics import (
     probe_top1,
     retrieval_metrics,
 )
+from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
 WARMUP_STEPS = 5
@@ -138,8 +140,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     from solo_fgsynth.launch import load_config, run_pretrain
 
     cell_dir = Path(spec["cell_dir"])
+    choice = spec.get("checkpoint_choice", "last")
+    selection = CHECKPOINT_CHOICES[choice]
+    best = ["++best_checkpoint.enabled=True", f"++best_checkpoint.selection={selection}"]
     overrides = [
         *spec["overrides"],
+        *(best if selection else []),
         f"++seed={spec['seed']}",
         f"++name={spec['cell']}-seed{spec['seed']}",
         f"++checkpoint.dir={cell_dir / 'checkpoints'}",
@@ -154,6 +160,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if training.backbone is None:
         raise RuntimeError(f"cell {spec['cell']}: training ended without a backbone")
     backbone = training.backbone.cpu().float().eval()
+    if selection is not None:
+        init_backbone(backbone, str(Path(checkpoint).parent / BEST_NAME))
     crop = int(cfg.augmentations[0].crop_size)
     batch = int(spec["eval"]["batch_size"])
     train = extract(backbone, cfg.data.train_path, crop, batch)
@@ -180,6 +188,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "losses": training.losses,
         "base_losses": training.base_losses,
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_choice": choice,
+        "evaluated": checkpoint_label(choice),
     }
 
 
