@@ -15,6 +15,7 @@ from solo_fgsynth.launch import load_config
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 DATASETS = ("fgmarks", "cub200", "cars", "aircraft", "custom")
 METHOD_CONFIGS = ("byol", "simclr", "fgsynth_byol", "fgsynth_simclr")
+FGVR = ("cub200", "cars", "aircraft")
 PRETRAIN = sorted(SCRIPTS.glob("pretrain/*/*.yaml"))
 LINEAR = sorted(SCRIPTS.glob("linear/*/*.yaml"))
 KNN = sorted(SCRIPTS.glob("knn/*/*.yaml"))
@@ -61,6 +62,7 @@ def test_every_dataset_ships_every_config() -> None:
         assert (SCRIPTS / "knn" / dataset / "knn.yaml").is_file()
     expected = {SCRIPTS / "pretrain" / d / f"{m}.yaml" for d in DATASETS for m in METHOD_CONFIGS}
     expected.add(SCRIPTS / "pretrain" / "fgmarks" / "supcon.yaml")  # the benchmark's reference
+    expected |= {SCRIPTS / "pretrain" / d / "mocov2plus.yaml" for d in FGVR}  # LCR's base method
     assert set(PRETRAIN) == expected
 
 
@@ -104,19 +106,25 @@ def test_all_methods_of_a_dataset_share_the_budget(dataset: str) -> None:
         )
         return (
             cfg.backbone.name,
+            cfg.backbone.get("init"),
             cfg.max_epochs,
             cfg.optimizer.batch_size,
-            cfg.optimizer.name,
             cfg.scheduler.name,
             cfg.scheduler.warmup_epochs,
             tuple(crops),
+            frozenset(view.rrc.crop_min_scale for view in cfg.augmentations),
         )
 
     methods = list(METHOD_CONFIGS)
-    if (SCRIPTS / "pretrain" / dataset / "supcon.yaml").is_file():
-        methods.append("supcon")
+    for extra in ("supcon", "mocov2plus"):
+        if (SCRIPTS / "pretrain" / dataset / f"{extra}.yaml").is_file():
+            methods.append(extra)
     budgets = {method: budget(method) for method in methods}
     assert len(set(budgets.values())) == 1, budgets
+    optimizers = {
+        _load(SCRIPTS / "pretrain" / dataset / f"{m}.yaml").optimizer.name for m in METHOD_CONFIGS
+    }
+    assert len(optimizers) == 1  # mocov2plus keeps solo-learn's SGD
 
 
 @pytest.mark.solo
@@ -145,10 +153,23 @@ def test_knn_config_has_a_valid_grid_on_the_pretraining_data(path: Path) -> None
     assert set(features) == {"backbone", "projector"}
 
 
-@pytest.mark.parametrize("dataset", ["cub200", "cars", "aircraft"])
+@pytest.mark.parametrize("dataset", FGVR)
 def test_real_fgvr_configs_follow_the_lcr_protocol(dataset: str) -> None:
-    for method in METHOD_CONFIGS:
+    for method in (*METHOD_CONFIGS, "mocov2plus"):
         cfg = _load(SCRIPTS / "pretrain" / dataset / f"{method}.yaml")
         assert OmegaConf.is_missing(cfg.data, "root")
         assert cfg.backbone.name == "resnet50" and cfg.max_epochs == 100
+        assert cfg.backbone.init == "torchvision:ResNet50_Weights.IMAGENET1K_V1"
+        assert cfg.optimizer.batch_size == 128 and cfg.precision == "16-mixed"
         assert all(view.crop_size == 224 for view in cfg.augmentations)
+        assert all(
+            (view.rrc.crop_min_scale, view.rrc.crop_max_scale) == (0.2, 1.0)
+            for view in cfg.augmentations
+        )
+        assert cfg.best_checkpoint.selection == "train_holdout"
+        scratch = _load(SCRIPTS / "pretrain" / dataset / f"{method}.yaml", "backbone.init=null")
+        assert scratch.backbone.init is None
+    linear = _load(SCRIPTS / "linear" / dataset / "linear.yaml")
+    assert (linear.max_epochs, linear.optimizer.name, linear.optimizer.lr) == (100, "sgd", 30.0)
+    assert linear.optimizer.batch_size == 256 and list(linear.scheduler.lr_decay_steps) == [60, 80]
+    assert linear.backbone.init is None

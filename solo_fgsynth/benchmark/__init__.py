@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.benchmark.fgvr import for_dataset, quoted_table
 from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
     gradcam_panel,
@@ -29,6 +30,7 @@ from solo_fgsynth.benchmark.report import (
     plot_losses,
     summarize,
 )
+from solo_fgsynth.callbacks import CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.errors import UserError
 from solo_fgsynth.resources import config_dir, scripts_dir
 
@@ -154,9 +156,16 @@ def run_benchmark(
     ablations: list[str],
     force: bool,
     methods: list[str] | None = None,
+    checkpoint: str = "last",
+    dataset: str | None = None,
+    data_root: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or reuse) every cell, then write results.json, results.md and the figures."""
-    preset = load_preset(preset_path)
+    """Run (or reuse) every cell, then write results.json, results.md and the figures.
+
+    ``checkpoint`` picks what each cell evaluates (see ``CHECKPOINT_CHOICES``); ``dataset``
+    and ``data_root`` fill a preset whose config path names ``{dataset}`` (fgvr).
+    """
+    preset = for_dataset(load_preset(preset_path), dataset, data_root)
     seeds = seeds if seeds is not None else list(preset["seeds"])
     cells = plan_cells(preset, seeds, ablations, methods)
     records = []
@@ -164,9 +173,13 @@ def run_benchmark(
     for spec in progress:
         cell_dir = out_dir / "cells" / f"{spec['cell']}-seed{spec['seed']}"
         spec["cell_dir"] = str(cell_dir)
+        spec["checkpoint_choice"] = checkpoint
         result_path = cell_dir / "result.json"
         progress.set_postfix_str(f"{spec['cell']} seed {spec['seed']}")
-        if force or not result_path.is_file():
+        stale = result_path.is_file() and (
+            json.loads(result_path.read_text()).get("checkpoint_choice", "last") != checkpoint
+        )
+        if force or stale or not result_path.is_file():
             cell_dir.mkdir(parents=True, exist_ok=True)
             _run_cell_process(spec, cell_dir / "log.txt")
         records.append(json.loads(result_path.read_text()))
@@ -178,12 +191,14 @@ def run_benchmark(
         "settings": preset,
         "seeds": seeds,
         "ablations": ablations,
+        "evaluated": checkpoint_label(checkpoint),
         "summary": summary,
         "overhead": ratios,
         "runs": records,
     }
     atomic_write_json(out_dir / "results.json", results)
-    table = markdown_table(summary, ratios)
+    table = f"Evaluated: {checkpoint_label(checkpoint)}.\n\n" + markdown_table(summary, ratios)
+    table += quoted_table(preset.get("quoted", []))
     atomic_write_text(out_dir / "results.md", table)
     plot_accuracy(summary, out_dir / "accuracy.png")
     plot_losses(records, out_dir / "losses.png")
@@ -221,12 +236,35 @@ def main(argv: list[str]) -> int:
         "--methods", nargs="+", default=None, help="run only these of the preset's methods"
     )
     parser.add_argument("--force", action="store_true", help="re-run finished cells")
+    parser.add_argument(
+        "--checkpoint",
+        choices=list(CHECKPOINT_CHOICES),
+        default="last",
+        help="evaluate the last checkpoint, the best by retrieval on a held-out 10%% of the "
+        "training split (best), or the best on the test split (best-on-test, LCR's selection: "
+        "the test set leaks into the choice; results are labelled so)",
+    )
+    parser.add_argument("--dataset", help="fgvr preset: cub200, cars or aircraft")
+    parser.add_argument("--data-root", help="fgvr preset: the dataset's root folder")
     args = parser.parse_args(argv)
     require_solo()
     preset_path = _preset_path(args.preset)
-    out_dir = args.out or Path("results") / preset_path.stem
+    suffix = "".join(
+        f"-{part}" for part in (args.dataset, args.checkpoint) if part not in (None, "last")
+    )
+    out_dir = args.out or Path("results") / f"{preset_path.stem}{suffix}"
     try:
-        run_benchmark(preset_path, out_dir, args.seeds, args.ablations, args.force, args.methods)
+        run_benchmark(
+            preset_path,
+            out_dir,
+            args.seeds,
+            args.ablations,
+            args.force,
+            args.methods,
+            args.checkpoint,
+            args.dataset,
+            args.data_root,
+        )
     except CellFailedError as error:
         print(f"solo-fgsynth benchmark: {error}", file=sys.stderr)
         return 1

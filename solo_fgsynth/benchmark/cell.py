@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 
 from solo_fgsynth._io import atomic_write_json
+from solo_fgsynth.backbones import init_backbone
 from solo_fgsynth.benchmark.metrics import (
     LinearProbe,
     fit_linear_probe,
@@ -31,6 +32,7 @@ from solo_fgsynth.benchmark.metrics import (
     retrieval_metrics,
 )
 from solo_fgsynth.benchmark.pairs import measure_cell_pairs
+from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.data.views import eval_transform
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
@@ -190,8 +192,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     from solo_fgsynth.launch import load_config, run_pretrain
 
     cell_dir = Path(spec["cell_dir"])
+    choice = spec.get("checkpoint_choice", "last")
+    selection = CHECKPOINT_CHOICES[choice]
+    best = ["++best_checkpoint.enabled=True", f"++best_checkpoint.selection={selection}"]
     overrides = [
         *spec["overrides"],
+        *(best if selection else []),
         f"++seed={spec['seed']}",
         f"++name={spec['cell']}-seed{spec['seed']}",
         f"++checkpoint.dir={cell_dir / 'checkpoints'}",
@@ -214,6 +220,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if training.backbone is None:
         raise RuntimeError(f"cell {spec['cell']}: training ended without a backbone")
     backbone = training.backbone.cpu().float().eval()
+    if selection is not None:
+        init_backbone(backbone, str(Path(checkpoint).parent / BEST_NAME))
     train = extract(backbone, cfg.data.train_path, crop, batch)
     val = extract(backbone, cfg.data.val_path, crop, batch)
     num_classes = int(max(train[1].max(), val[1].max())) + 1
@@ -223,8 +231,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "knn_top1": knn_top1(*train, *val, k=int(spec["eval"]["knn_k"])),
         **retrieval_metrics(*val),
     }
-    if curve and (not curve.points or curve.points[-1][0] != len(training.losses)):
-        curve.points.append((len(training.losses), metrics["linear_top1"]))
+    steps = len(training.losses)
+    evaluated_last = selection is None  # a best checkpoint is not the last step's backbone
+    if curve and evaluated_last and (not curve.points or curve.points[-1][0] != steps):
+        curve.points.append((steps, metrics["linear_top1"]))
     tracked = None
     if training.synth is not None:
         statistics = training.synth.statistics
@@ -252,6 +262,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "diagnosis": diagnosis,
         "checkpoint": str(checkpoint) if checkpoint else None,
         "pairs": pairs,
+        "checkpoint_choice": choice,
+        "evaluated": checkpoint_label(choice),
     }
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.backbones.config import knn_starting_weights
 from solo_fgsynth.launch.common import (
     GPU_ACCELERATORS,
     LaunchError,
@@ -131,17 +132,21 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
     cfg = _checked_copy(cfg)
     ks, temperatures, distances, feature_types = _knn_grid(cfg)
-    ckpt, args_path = _knn_checkpoint(cfg)
+    starting_weights = knn_starting_weights(cfg)
+    if starting_weights is None:
+        ckpt, args_path = _knn_checkpoint(cfg)
+        try:
+            method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
+        except (OSError, ValueError) as error:
+            raise LaunchError(f"{args_path} is not a readable args.json ({error})") from error
+        key = "pretrained_feature_extractor"
+        if cfg.get("pretrained_feature_extractor") is None:
+            key = "the newest checkpoint of pretrained_checkpoint_dir"
+        model = _trained_model(method_cfg, ckpt, key)
+    else:
+        model, method_cfg = starting_weights
     _prepare_data(cfg)
     _resolve_devices(cfg)
-    try:
-        method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
-    except (OSError, ValueError) as error:
-        raise LaunchError(f"{args_path} is not a readable args.json ({error})") from error
-    key = "pretrained_feature_extractor"
-    if cfg.get("pretrained_feature_extractor") is None:
-        key = "the newest checkpoint of pretrained_checkpoint_dir"
-    model = _trained_model(method_cfg, ckpt, key)
     if cfg.accelerator in GPU_ACCELERATORS:
         device = torch.device("cuda", cfg.devices[0])
     elif cfg.accelerator in ("cpu", "mps"):

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_backbone
 from solo_fgsynth.launch.common import (
     LaunchError,
     _checked_by_solo,
@@ -29,22 +30,13 @@ from solo_fgsynth.launch.compat import lightning_devices
 
 
 def _linear_backbone(cfg: DictConfig) -> nn.Module:
-    """The pretrained backbone for linear evaluation, built as solo-learn's BaseMethod builds it."""
-    from solo.methods.base import BaseMethod
+    """The pretrained backbone for linear evaluation, built as solo-learn's BaseMethod builds it.
 
-    if cfg.backbone.name not in BaseMethod._BACKBONES:
-        raise LaunchError(
-            f"unknown backbone {cfg.backbone.name!r}; "
-            f"available: {', '.join(sorted(BaseMethod._BACKBONES))}"
-        )
-    backbone = BaseMethod._BACKBONES[cfg.backbone.name](
-        method=cfg.pretrain_method, **cfg.backbone.kwargs
-    )
-    if cfg.backbone.name.startswith("resnet"):
-        backbone.fc = nn.Identity()
-        if cfg.data.dataset in ("cifar10", "cifar100"):
-            backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-            backbone.maxpool = nn.Identity()
+    With ``backbone.init`` and no ``pretrained_feature_extractor``, the starting weights.
+    """
+    backbone = build_solo_backbone(cfg)
+    if init_evaluation_backbone(cfg, backbone):
+        return backbone
 
     path = str(cfg.pretrained_feature_extractor)
     state = _checkpoint_state(path, "pretrained_feature_extractor")

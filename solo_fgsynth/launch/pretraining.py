@@ -13,6 +13,8 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader
 
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.backbones.config import init_method_backbones
+from solo_fgsynth.callbacks import best_checkpoint_from_cfg
 from solo_fgsynth.launch.common import (
     LaunchError,
     _checked_by_solo,
@@ -77,20 +79,21 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     check_online_knn(cfg)
 
     model = _checked_by_solo(method_class, cfg)
+    init_method_backbones(cfg, model)
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
 
     val_loader = None
     no_val = cfg.data.val_path is None or (cfg.data.dataset == "custom" and cfg.data.no_labels)
+    view = cfg.augmentations[0]
+    _, t_val = _eval_transforms(
+        cfg.data.dataset,
+        view.crop_size,
+        view.get("mean", IMAGENET_DEFAULT_MEAN),
+        view.get("std", IMAGENET_DEFAULT_STD),
+    )
     if not no_val:
-        view = cfg.augmentations[0]
-        _, t_val = _eval_transforms(
-            cfg.data.dataset,
-            view.crop_size,
-            view.get("mean", IMAGENET_DEFAULT_MEAN),
-            view.get("std", IMAGENET_DEFAULT_STD),
-        )
         val_dataset = _classification_datasets(cfg, t_val, t_val)[1]
         val_loader = DataLoader(
             val_dataset,
@@ -115,11 +118,12 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
         no_labels=cfg.data.no_labels,
         data_fraction=cfg.data.fraction,
     )
+    train_dataset, best_checkpoint = best_checkpoint_from_cfg(cfg, train_dataset, val_loader, t_val)
     train_loader = prepare_dataloader(
         train_dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
     )
     logdir = Path(cfg.checkpoint.dir) / cfg.method
-    callbacks = [*_auto_umap(cfg), *extra_callbacks]
+    callbacks = [*_auto_umap(cfg), *best_checkpoint, *extra_callbacks]
     _, last = _fit(cfg, model, train_loader, val_loader, logdir, callbacks)
     return last
 

@@ -1,0 +1,258 @@
+"""Initialise a backbone in place from pretrained weights, reporting every key that did not fit.
+
+A spec names one source: ``timm:NAME.TAG`` (timm's own pretrained mechanism and cache),
+``torchvision:ENUM.MEMBER`` (torchvision's weights enum, cached by ``torch.hub``), a local
+file (``.pth``/``.pt``/``.bin``, ``.safetensors``, or a solo-learn/Lightning ``.ckpt`` whose
+``state_dict`` has ``backbone.`` keys), or a zoo entry name (``zoo:NAME`` or the bare name).
+Nothing is ever loaded with a silent ``strict=False``: the backbone always receives a complete
+state dict, and keys that did not fit are errors or, when asked, reported by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+from torch import nn
+
+# Classifier heads a backbone may lack (solo-learn replaces a ResNet's ``fc`` by Identity).
+HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "head_dist.")
+FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+_SHOW = 10
+
+logger = logging.getLogger(__name__)
+
+
+class BackboneInitError(ValueError):
+    """A backbone.init spec that cannot be loaded; the message names the spec and the cause."""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``init_backbone`` did: keys loaded, keys left at their values, keys not used."""
+
+    spec: str
+    source: str
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+
+    @property
+    def dropped_head(self) -> list[str]:
+        """Unexpected keys that belong to a classifier head (an expected drop)."""
+        return [key for key in self.unexpected if key.startswith(HEAD_PREFIXES)]
+
+
+@dataclass(frozen=True)
+class _Source:
+    state: dict[str, torch.Tensor]
+    where: str
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown + (f", ... (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
+
+
+def backbone_state(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The backbone's tensors of a loaded file, keys named as the backbone names them.
+
+    Unwraps ``state_dict``/``model`` containers, drops DDP's ``module.`` prefix, and keeps
+    only the ``backbone.`` part of a solo-learn checkpoint (its projector, predictor,
+    classifier and momentum copy are not the backbone).
+    """
+    for container in ("state_dict", "model"):
+        inner = raw.get(container)
+        if isinstance(inner, Mapping):
+            raw = inner
+            break
+    state = {
+        key.removeprefix("module."): value
+        for key, value in raw.items()
+        if isinstance(value, torch.Tensor)
+    }
+    if any(key.startswith("backbone.") for key in state):
+        state = {
+            key.removeprefix("backbone."): value
+            for key, value in state.items()
+            if key.startswith("backbone.")
+        }
+    return state
+
+
+def _from_file(spec: str, path: Path) -> _Source:
+    try:
+        if path.suffix == ".safetensors":
+            import safetensors.torch
+
+            raw: Mapping[str, Any] = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file is one message naming it
+        raise BackboneInitError(f"backbone.init={spec!r}: cannot read {path}: {error}") from None
+    if not isinstance(raw, Mapping):
+        raise BackboneInitError(
+            f"backbone.init={spec!r}: {path} holds a {type(raw).__name__}, not a state dict"
+        )
+    return _Source(backbone_state(raw), str(path))
+
+
+def _from_timm(spec: str, name: str) -> _Source:
+    import huggingface_hub.constants
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    try:
+        pretrained = get_pretrained_cfg(name)
+    except RuntimeError as error:  # a known model with an unknown tag
+        pretrained, reason = None, str(error)
+    else:
+        reason = "no such model"
+    if pretrained is None:
+        tags = timm.list_pretrained(f"{name.split('.')[0]}.*")
+        hint = f"; pretrained tags: {_listing(tags)}" if tags else ""
+        raise BackboneInitError(f"backbone.init={spec!r}: timm has no {name!r} ({reason}){hint}")
+    if pretrained.hf_hub_id:
+        where = (
+            f"Hugging Face Hub {pretrained.hf_hub_id!r} "
+            f"(cache {huggingface_hub.constants.HF_HUB_CACHE})"
+        )
+    else:
+        where = f"{pretrained.url} (cache {Path(torch.hub.get_dir()) / 'checkpoints'})"
+    try:
+        model = timm.create_model(name, pretrained=True)
+    except Exception as error:  # network, cache and hub errors all mean: not reachable
+        raise BackboneInitError(
+            f"backbone.init={spec!r}: could not get timm's pretrained weights; tried {where}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    return _Source(model.state_dict(), where)
+
+
+def _from_torchvision(spec: str, name: str) -> _Source:
+    from torchvision.models import get_weight
+
+    try:
+        weights = get_weight(name)
+    except (ValueError, KeyError) as error:
+        raise BackboneInitError(
+            f"backbone.init={spec!r}: {name!r} is not a torchvision weights name "
+            f"({error}); use e.g. torchvision:ResNet50_Weights.IMAGENET1K_V1"
+        ) from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlsplit(weights.url).path).name
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as error:  # network and cache errors all mean: not reachable
+        raise BackboneInitError(
+            f"backbone.init={spec!r}: could not get torchvision's weights; tried the cache "
+            f"{cached} and {weights.url}: {type(error).__name__}: {error}"
+        ) from None
+    return _Source(backbone_state(state), f"{weights.url} (cache {cached})")
+
+
+def _from_zoo(spec: str, name: str) -> _Source:
+    from solo_fgsynth.zoo.download import fetch_entry
+    from solo_fgsynth.zoo.errors import ZooError
+    from solo_fgsynth.zoo.manifest import Manifest
+    from solo_fgsynth.zoo.weights import read_backbone
+
+    try:
+        zoo = Manifest.load()
+        entry = zoo.get(name)
+        path = fetch_entry(zoo, entry)
+        return _Source(read_backbone(path, entry.backbone), f"zoo entry {name!r} ({path})")
+    except ZooError as error:
+        raise BackboneInitError(f"backbone.init={spec!r}: {error}") from None
+
+
+def read_source(spec: str) -> _Source:
+    """The tensors a spec names, keyed as the backbone names them, and where they came from."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise BackboneInitError(
+            f"backbone.init={spec!r} is not valid: use timm:NAME.TAG, "
+            "torchvision:ENUM.MEMBER, a weights file, or a zoo name (null: no init)"
+        )
+    kind, _, name = spec.partition(":")
+    if kind == "timm" and name:
+        return _from_timm(spec, name)
+    if kind == "torchvision" and name:
+        return _from_torchvision(spec, name)
+    if kind == "zoo" and name:
+        return _from_zoo(spec, name)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return _from_file(spec, path)
+    if path.suffix in FILE_SUFFIXES or "/" in spec:
+        raise BackboneInitError(f"backbone.init={spec!r}: no such file {path}")
+    from solo_fgsynth.zoo.manifest import Manifest
+
+    if spec in Manifest.load().names():
+        return _from_zoo(spec, spec)
+    raise BackboneInitError(
+        f"backbone.init={spec!r} is not a file, not a zoo entry "
+        f"({', '.join(Manifest.load().names())}), and has no timm: or torchvision: prefix"
+    )
+
+
+def _problems(missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        parts.append(f"shape mismatches: {_listing(mismatched)}")
+    return "; ".join(parts)
+
+
+def init_backbone(backbone: nn.Module, spec: str, strict: bool = True) -> InitResult:
+    """Load ``spec``'s weights into ``backbone`` in place; return loaded/missing/unexpected keys.
+
+    A classifier head in the source that the backbone lacks (e.g. torchvision's ``fc.*``) is an
+    expected drop. Any other missing, unexpected or mis-shaped key raises
+    :class:`BackboneInitError` naming it; with ``strict=False`` the keys that fit are loaded
+    and the others are reported by name in the result and the log.
+    """
+    source = read_source(spec)
+    target = backbone.state_dict()
+    shapes = {
+        key: (tuple(value.shape), tuple(target[key].shape))
+        for key, value in source.state.items()
+        if key in target and tuple(value.shape) != tuple(target[key].shape)
+    }
+    fits = [key for key in target if key in source.state and key not in shapes]
+    missing = sorted(key for key in target if key not in source.state)
+    unexpected = sorted(key for key in source.state if key not in target)
+    mismatched = [f"{key} file {file} vs model {model}" for key, (file, model) in shapes.items()]
+    blocking_missing = [key for key in missing if not key.startswith(HEAD_PREFIXES)]
+    blocking_unexpected = [key for key in unexpected if not key.startswith(HEAD_PREFIXES)]
+    problems = _problems(blocking_missing, blocking_unexpected, mismatched)
+    if not fits:
+        raise BackboneInitError(
+            f"backbone.init={spec!r}: no tensor of {source.where} fits "
+            f"{type(backbone).__name__}: {problems}"
+        )
+    if problems and strict:
+        raise BackboneInitError(
+            f"backbone.init={spec!r} does not fit {type(backbone).__name__}: {problems}; "
+            "backbone.init_strict=false loads the keys that fit and reports the others"
+        )
+    merged = dict(target)
+    with torch.no_grad():
+        for key in fits:
+            merged[key] = source.state[key].to(dtype=target[key].dtype)
+        backbone.load_state_dict(merged, strict=True)
+    result = InitResult(spec, source.where, fits, missing, unexpected, list(shapes))
+    message = f"backbone.init={spec!r}: loaded {len(fits)} tensors from {source.where}"
+    if result.dropped_head:
+        message += f"; dropped classifier head: {_listing(result.dropped_head)}"
+    if problems:
+        message += f"; NOT loaded (backbone.init_strict=false): {problems}"
+    (logger.warning if problems else logger.info)(message)
+    return result
