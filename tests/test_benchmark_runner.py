@@ -168,3 +168,40 @@ def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting() -> N
     assert cpu["overrides"] == quick["overrides"] and cpu["seeds"] == [0, 1, 2]
     assert tuning["overrides"] == [*quick["overrides"], "++data.fgmarks.seed=1"]
     assert "++data.fgmarks.seed=1" not in quick["overrides"]
+
+
+def test_a_finished_training_is_found_so_a_failed_evaluation_never_retrains(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from solo_fgsynth.benchmark.cell import TRAINING_RECORD, finished_training
+
+    assert finished_training(tmp_path, max_epochs=3) is None
+    run = tmp_path / "checkpoints" / "byol" / "offline-ab12"
+    run.mkdir(parents=True)
+    torch.save({"global_step": 60, "state_dict": {}}, run / "byol-seed0-offline-ab12-ep=1.ckpt")
+    assert finished_training(tmp_path, max_epochs=3) is None  # not the last epoch
+    final = run / "byol-seed0-offline-ab12-ep=2.ckpt"
+    torch.save({"global_step": 66, "state_dict": {}}, final)
+    (tmp_path / "log.txt").write_text(
+        "Epoch 0: 50%\rstep 22: val linear top-1 12.50\nstep 44: val linear top-1 20.00\nx\n"
+    )
+    recovered = finished_training(tmp_path, max_epochs=3)
+    assert recovered is not None and recovered["recovered"] is True
+    assert recovered["checkpoint"] == str(final) and recovered["steps"] == 66
+    assert recovered["step_time_s"] is None and recovered["curve"] == [[22, 12.5], [44, 20.0]]
+    record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
+    (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
+    assert finished_training(tmp_path, max_epochs=3) == record
+
+
+def test_a_recovered_cell_prints_its_unknown_cost_as_n_a_and_gets_no_ratio() -> None:
+    recovered = {**_record("byol", 0, 40.0, 0.1), "step_time_s": None, "peak_memory_mb": None}
+    summary = summarize([recovered, _record("fgsynth_byol", 0, 45.0, 0.12)])
+    assert overheads(summary, {"fgsynth_byol": "byol"}) == {}
+    table = markdown_table(summary, {})
+    assert (
+        "| byol | 40.00 (n=1) | 40.00 (n=1) | 40.00 (n=1) | 40.00 (n=1) | 40.00 (n=1) | n/a | n/a |"
+        in table
+    )

@@ -133,7 +133,7 @@ class CellFailedError(RuntimeError):
 def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
     spec_path = Path(spec["cell_dir"]) / "spec.json"
     atomic_write_json(spec_path, spec)
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:  # appended: an earlier attempt's log is kept
         completed = subprocess.run(
             [sys.executable, "-m", "solo_fgsynth.benchmark.cell", str(spec_path)],
             stdout=log,

@@ -7,6 +7,7 @@ so a finished cell is never redone unless asked and an interrupted one is never 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import sys
@@ -40,14 +41,13 @@ WARMUP_STEPS = 5
 
 
 class TrainingProbe(Callback):
-    """Step time, losses and the trained backbone, recorded during ``fit``."""
+    """Step time, losses and the trained module, recorded during ``fit``."""
 
     def __init__(self) -> None:
         self.step_times: list[float] = []
         self.losses: list[float] = []
         self.base_losses: list[float] = []
-        self.backbone: nn.Module | None = None
-        self.synth: nn.Module | None = None
+        self.module: LightningModule | None = None
         self._started = 0.0
 
     def on_train_batch_start(self, trainer: Trainer, module: LightningModule, *_: Any) -> None:
@@ -69,8 +69,7 @@ class TrainingProbe(Callback):
                 break
 
     def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
-        self.backbone = module.backbone
-        self.synth = getattr(module, "fgsynth", None)
+        self.module = module
 
     @property
     def step_time(self) -> float:
@@ -186,10 +185,82 @@ def _diagnose_cell(
     return diagnosis.rows()
 
 
+TRAINING_RECORD = "training.json"
+_CURVE_LINE = re.compile(r"step (\d+): val linear top-1 ([0-9.]+)")  # also after a progress bar
+
+
+def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
+    """The record of a training that an earlier attempt of this cell finished, if any.
+
+    A cell writes ``training.json`` as soon as training ends, so a failure in evaluation never
+    costs the training. Without it, a checkpoint of the last epoch still counts: its curve is
+    read from the cell's log, and its step time and memory are unknown (``recovered``).
+    """
+    path = cell_dir / TRAINING_RECORD
+    if path.is_file():
+        record = json.loads(path.read_text())
+        return record if Path(record["checkpoint"]).is_file() else None
+    finals = sorted(cell_dir.glob(f"checkpoints/*/*/*-ep={max_epochs - 1}.ckpt"))
+    if not finals:
+        return None
+    checkpoint = torch.load(finals[-1], map_location="cpu", weights_only=False)
+    log = cell_dir / "log.txt"
+    curve = _CURVE_LINE.findall(log.read_text(errors="replace")) if log.is_file() else []
+    return {
+        "checkpoint": str(finals[-1]),
+        "steps": int(checkpoint["global_step"]),
+        "step_time_s": None,
+        "peak_memory_mb": None,
+        "losses": [],
+        "base_losses": [],
+        "curve": [[int(step), float(top1)] for step, top1 in curve],
+        "recovered": True,
+    }
+
+
+def _train(
+    cfg: Any, spec: dict[str, Any], cell_dir: Path, crop: int, batch: int
+) -> tuple[dict[str, Any], nn.Module]:
+    """Pretrain through the launcher; write and return the training record, and the model."""
+    from solo_fgsynth.launch import run_pretrain
+
+    training = TrainingProbe()
+    callbacks: list[Callback] = [training]
+    curve_every = int(spec["eval"].get("curve_every", 0))
+    curve = None
+    if curve_every:
+        curve = LearningCurve(curve_every, cfg.data.train_path, cfg.data.val_path, crop, batch)
+        callbacks.append(curve)
+    checkpoint = run_pretrain(cfg, extra_callbacks=callbacks)
+    if training.module is None or checkpoint is None:
+        raise RuntimeError(f"cell {spec['cell']}: training ended without a model or checkpoint")
+    record = {
+        "checkpoint": str(checkpoint),
+        "steps": len(training.losses),
+        "step_time_s": training.step_time,
+        "peak_memory_mb": peak_memory_mb(),
+        "losses": training.losses,
+        "base_losses": training.base_losses,
+        "curve": [list(point) for point in curve.points] if curve else [],
+    }
+    atomic_write_json(cell_dir / TRAINING_RECORD, record)
+    return record, training.module
+
+
+def _load_trained(checkpoint: Path) -> nn.Module:
+    """The method of a finished cell, rebuilt from its ``args.json`` and checkpoint."""
+    from omegaconf import OmegaConf
+
+    from solo_fgsynth.launch.knn_eval import _trained_model
+
+    method_cfg = OmegaConf.create(json.loads((checkpoint.parent / "args.json").read_text()))
+    return _trained_model(method_cfg, checkpoint, "the cell's checkpoint")
+
+
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Pretrain per ``spec`` through the launcher, evaluate the backbone, return the record."""
     from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
-    from solo_fgsynth.launch import load_config, run_pretrain
+    from solo_fgsynth.launch import load_config
 
     cell_dir = Path(spec["cell_dir"])
     choice = spec.get("checkpoint_choice", "last")
@@ -206,20 +277,16 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     cfg = load_config(spec["config_path"], spec["config_name"], overrides)
     prepare_data_cfg(cfg.data, default_cache_dir())
-    training = TrainingProbe()
     crop = int(cfg.augmentations[0].crop_size)
     batch = int(spec["eval"]["batch_size"])
-    callbacks: list[Callback] = [training]
-    curve_every = int(spec["eval"].get("curve_every", 0))
-    curve = None
-    if curve_every:
-        curve = LearningCurve(curve_every, cfg.data.train_path, cfg.data.val_path, crop, batch)
-        callbacks.append(curve)
-    checkpoint = run_pretrain(cfg, extra_callbacks=callbacks)
-    memory = peak_memory_mb()
-    if training.backbone is None:
-        raise RuntimeError(f"cell {spec['cell']}: training ended without a backbone")
-    backbone = training.backbone.cpu().float().eval()
+    record = finished_training(cell_dir, int(cfg.max_epochs))
+    if record is None:
+        record, model = _train(cfg, spec, cell_dir, crop, batch)
+    else:  # training finished in an earlier attempt: evaluate its checkpoint, do not retrain
+        model = _load_trained(Path(record["checkpoint"]))
+    backbone = model.backbone.cpu().float().eval()
+    synth = getattr(model, "fgsynth", None)
+    checkpoint = record["checkpoint"]
     if selection is not None:
         init_backbone(backbone, str(Path(checkpoint).parent / BEST_NAME))
     train = extract(backbone, cfg.data.train_path, crop, batch)
@@ -231,36 +298,39 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "knn_top1": knn_top1(*train, *val, k=int(spec["eval"]["knn_k"])),
         **retrieval_metrics(*val),
     }
-    steps = len(training.losses)
+    steps, curve = record["steps"], [list(point) for point in record["curve"]]
     evaluated_last = selection is None  # a best checkpoint is not the last step's backbone
-    if curve and evaluated_last and (not curve.points or curve.points[-1][0] != steps):
-        curve.points.append((steps, metrics["linear_top1"]))
+    if curve and evaluated_last and curve[-1][0] != steps:
+        curve.append([steps, metrics["linear_top1"]])
     tracked = None
-    if training.synth is not None:
-        statistics = training.synth.statistics
-        tracked = {"variance": statistics.variance.cpu(), "importance": statistics.importance.cpu()}
+    if synth is not None:
+        tracked = {
+            "variance": synth.statistics.variance.cpu(),
+            "importance": synth.statistics.importance.cpu(),
+        }
     diagnosis = _diagnose_cell(cfg, backbone, tracked, crop, cell_dir)
     overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
     pairs = None
-    if training.synth is not None and training.synth.statistics.ready:
+    if synth is not None and synth.statistics.ready:
         val_images = datasets.ImageFolder(cfg.data.val_path, transform=eval_transform(crop))
-        pairs = measure_cell_pairs(backbone, training.synth, val_images, cell_dir / "pairs.png")
+        pairs = measure_cell_pairs(backbone, synth, val_images, cell_dir / "pairs.png")
     return {
         "cell": spec["cell"],
         "method": spec["method"],
         "ablation": spec.get("ablation"),
         "seed": spec["seed"],
         "metrics": metrics,
-        "step_time_s": training.step_time,
-        "peak_memory_mb": memory,
+        "step_time_s": record["step_time_s"],
+        "peak_memory_mb": record["peak_memory_mb"],
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "steps": len(training.losses),
-        "losses": training.losses,
-        "base_losses": training.base_losses,
-        "curve": [list(point) for point in curve.points] if curve else [],
+        "steps": steps,
+        "losses": record["losses"],
+        "base_losses": record["base_losses"],
+        "curve": curve,
         "diagnosis": diagnosis,
-        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint": checkpoint,
+        "recovered": record.get("recovered", False),
         "pairs": pairs,
         "checkpoint_choice": choice,
         "evaluated": checkpoint_label(choice),

@@ -13,9 +13,13 @@ from PIL import Image
 METRICS = ("linear_top1", "knn_top1", "retrieval_top1", "retrieval_top5", "retrieval_map")
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+def _mean_std(values: list[float | None]) -> dict[str, float | None]:
+    """Mean, std and count over the known values (a recovered cell has no step time)."""
+    known = [value for value in values if value is not None]
+    if not known:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(known) if len(known) > 1 else 0.0
+    return {"mean": statistics.fmean(known), "std": std, "n": len(known)}
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -36,7 +40,12 @@ def overheads(summary: dict[str, Any], pairs: dict[str, str]) -> dict[str, dict[
     """Step-time and peak-memory ratios of each fgsynth cell to its stock base."""
     ratios = {}
     for cell, stock in pairs.items():
-        if cell in summary and stock in summary:
+        measured = all(
+            summary.get(name, {}).get(key, {}).get("mean") is not None
+            for name in (cell, stock)
+            for key in ("step_time_s", "peak_memory_mb")
+        )
+        if measured:
             ratios[f"{cell}/{stock}"] = {
                 key: summary[cell][key]["mean"] / summary[stock][key]["mean"]
                 for key in ("step_time_s", "peak_memory_mb")
@@ -51,6 +60,10 @@ def format_mean_std(entry: dict[str, float]) -> str:
     return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
 
 
+def _number(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def markdown_table(summary: dict[str, Any], ratios: dict[str, dict[str, float]]) -> str:
     """The results as a markdown table (mean ± std over seeds), then the overhead ratios."""
     header = ["method", *METRICS, "step time (s)", "peak mem (MB)", "seeds"]
@@ -60,7 +73,8 @@ def markdown_table(summary: dict[str, Any], ratios: dict[str, dict[str, float]])
         lines.append(
             f"| {cell} | "
             + " | ".join(cells)
-            + f" | {entry['step_time_s']['mean']:.3f} | {entry['peak_memory_mb']['mean']:.0f}"
+            + f" | {_number(entry['step_time_s']['mean'], 3)}"
+            + f" | {_number(entry['peak_memory_mb']['mean'], 0)}"
             + f" | {entry['linear_top1']['n']} |"
         )
     if ratios:
@@ -103,6 +117,8 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 4))
     for record in records:
         curve = record["base_losses"] or record["losses"]
+        if not curve:
+            continue
         axis.plot(curve, label=f"{record['cell']} s{record['seed']}", linewidth=1)
     axis.set_xlabel("step")
     axis.set_ylabel("base SSL loss")
