@@ -154,3 +154,12 @@ def test_manifest_from_the_environment_file_or_url(
     assert served.source_urls(served.entries[0]) == [
         "https://lab.example/zoo/weights/one.safetensors"
     ]
+
+
+def test_export_puts_weights_in_the_package_only_under_the_size_limit(tmp_path: Path) -> None:
+    from solo_fgsynth.zoo.export import REPO_ZOO_DIR, default_weights_dir
+
+    limit = PACKAGED_WEIGHTS_LIMIT_BYTES
+    assert default_weights_dir(DEFAULT_MANIFEST, limit) == PACKAGED_WEIGHTS_DIR
+    assert default_weights_dir(DEFAULT_MANIFEST, limit + 1) == REPO_ZOO_DIR / "weights"
+    assert default_weights_dir(tmp_path / "manifest.json", 1) == tmp_path / "weights"
