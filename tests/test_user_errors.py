@@ -193,15 +193,15 @@ def test_unknown_preset_lists_the_presets(capsys: pytest.CaptureFixture[str]) ->
     code, line, _ = _last_line(["benchmark", "--preset", "quik"], capsys)
     assert code == 2
     assert line.startswith("solo-fgsynth benchmark: error: benchmark preset 'quik' not found")
-    assert "available presets: full, long, quick" in line
+    assert "available presets: cpu, fgvr, full, quick, tuning" in line
 
 
 def test_unknown_zoo_name_suggests_the_close_one(capsys: pytest.CaptureFixture[str]) -> None:
-    code, line, _ = _last_line(["zoo", "info", "byol-resnet18-fgmark"], capsys)
+    code, line, _ = _last_line(["zoo", "info", "byol-resnet18small-fgmark"], capsys)
     assert code == 2
     assert line == (
-        "solo-fgsynth zoo info: error: unknown model 'byol-resnet18-fgmark'; "
-        "did you mean 'byol-resnet18-fgmarks', 'fgsynth-byol-resnet18-fgmarks'?"
+        "solo-fgsynth zoo info: error: unknown model 'byol-resnet18small-fgmark'; "
+        "did you mean 'byol-resnet18small-fgmarks', 'fgsynth-byol-resnet18small-fgmarks'?"
     )
 
 
