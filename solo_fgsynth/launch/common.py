@@ -186,6 +186,22 @@ def _checked_by_solo(step: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         raise LaunchError(f"invalid config: {message}") from error
 
 
+def load_weights_or_refuse(module: nn.Module, state: dict[str, Any], misfit: str) -> None:
+    """Load ``state`` into ``module``; a shape mismatch or a missing weight is a LaunchError.
+
+    Keys the module does not have (a method's projector, for a bare backbone) are ignored, as
+    solo-learn's evaluation scripts ignore them; ``misfit`` starts the message.
+    """
+    try:
+        missing, _ = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        first_problem = str(error).splitlines()[1].strip()
+        raise LaunchError(f"{misfit}: {first_problem}") from error
+    if missing:
+        more = " ..." if len(missing) > 4 else ""
+        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
+
+
 def _checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]:
     """The Lightning ``state_dict`` of the checkpoint that config key ``key`` names, on CPU."""
     path = str(path)

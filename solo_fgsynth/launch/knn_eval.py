@@ -27,6 +27,7 @@ from solo_fgsynth.launch.common import (
     _method_class,
     _prepare_data,
     _resolve_devices,
+    load_weights_or_refuse,
 )
 from solo_fgsynth.launch.compat import knn_metric_class
 
@@ -93,14 +94,7 @@ def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
     state = _checkpoint_state(ckpt, key)
     model = _checked_by_solo(_method_class(method_cfg.get("method")), method_cfg)
     misfit = f"{ckpt} does not fit the method its args.json describes"
-    try:
-        missing, _ = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:
-        first_problem = str(error).splitlines()[1].strip()
-        raise LaunchError(f"{misfit}: {first_problem}") from error
-    if missing:
-        more = " ..." if len(missing) > 4 else ""
-        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
+    load_weights_or_refuse(model, state, misfit)
     return model
 
 

@@ -25,6 +25,7 @@ from solo_fgsynth.launch.common import (
     _prepare_data,
     _require_name,
     _resolve_devices,
+    load_weights_or_refuse,
 )
 from solo_fgsynth.launch.compat import lightning_devices
 
@@ -44,14 +45,7 @@ def _linear_backbone(cfg: DictConfig) -> nn.Module:
         k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
     }
     misfit = f"{path} does not fit backbone {cfg.backbone.name!r}"
-    try:
-        missing, _ = backbone.load_state_dict(weights, strict=False)
-    except RuntimeError as error:
-        first_problem = str(error).splitlines()[1].strip()
-        raise LaunchError(f"{misfit}: {first_problem}") from error
-    if missing:
-        more = " ..." if len(missing) > 4 else ""
-        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
+    load_weights_or_refuse(backbone, weights, misfit)
     rank_zero_info(f"Loaded {path}")
     return backbone
 
