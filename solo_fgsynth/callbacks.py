@@ -22,7 +22,6 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from solo_fgsynth._io import atomic_write_json
-from solo_fgsynth.benchmark.metrics import retrieval_metrics
 
 SELECTIONS = {
     "train_holdout": "held-out part of the training split",
@@ -102,6 +101,9 @@ class BestRetrievalCheckpoint(Callback):
     @torch.no_grad()
     def evaluate(self, trainer: Trainer, module: LightningModule) -> dict[str, float]:
         """Retrieval metrics of ``module.backbone`` (eval mode, no gradients) on the loader."""
+        # imported here: the benchmark package imports this module for its checkpoint choices
+        from solo_fgsynth.benchmark.metrics import retrieval_metrics
+
         backbone = module.backbone
         was_training = backbone.training
         backbone.eval()
