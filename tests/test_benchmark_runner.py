@@ -153,10 +153,10 @@ def test_an_extending_preset_inherits_the_frozen_setting_and_appends_overrides(
     assert preset["seeds"] == [0, 1, 2] and preset["methods"] == ["byol"]
     assert preset["overrides"] == ["a=1", "b=2", "c=3"]
     (tmp_path / "loop.yaml").write_text("extends: loop\n")
-    with pytest.raises(SystemExit, match="extends itself"):
+    with pytest.raises(UserError, match="extends itself"):
         load_preset(tmp_path / "loop.yaml")
     (tmp_path / "orphan.yaml").write_text("extends: nowhere\n")
-    with pytest.raises(SystemExit, match="extends 'nowhere'"):
+    with pytest.raises(UserError, match="extends 'nowhere'"):
         load_preset(tmp_path / "orphan.yaml")
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from solo_fgsynth.benchmark import run_benchmark
 from solo_fgsynth.benchmark.fgvr import for_dataset
+from solo_fgsynth.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "scripts" / "benchmark" / "fgvr.yaml"
@@ -113,13 +114,13 @@ def test_fgvr_preset_runs_every_method_from_a_local_init_and_quotes_the_publishe
 
 def test_fgvr_preset_needs_a_known_dataset_and_its_root() -> None:
     preset = yaml.safe_load(PRESET.read_text())
-    with pytest.raises(SystemExit, match=r"--dataset 'inat' is not valid: use one of cub200"):
+    with pytest.raises(UserError, match=r"--dataset 'inat' is not valid: use one of cub200"):
         for_dataset(preset, "inat", "/data")
-    with pytest.raises(SystemExit, match="--data-root is required"):
+    with pytest.raises(UserError, match="--data-root is required"):
         for_dataset(preset, "cars", None)
     cars = for_dataset(preset, "cars", "/data/cars")
     assert cars["config_path"] == "scripts/pretrain/cars" and cars["quoted"] == []
     assert cars["overrides"][-1] == "data.root=/data/cars"
     quick = yaml.safe_load((PRESET.parent / "quick.yaml").read_text())
-    with pytest.raises(SystemExit, match=r"apply to presets with a \{dataset\} config path"):
+    with pytest.raises(UserError, match=r"apply to presets with a \{dataset\} config path"):
         for_dataset(quick, "cub200", "/data")

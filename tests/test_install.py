@@ -28,16 +28,18 @@ RESOLVE_EVERYTHING = """
 import hashlib, json, sys
 from pathlib import Path
 import solo_fgsynth
-from solo_fgsynth.benchmark import _preset_path, plan_cells
+from solo_fgsynth.benchmark import _preset_path, load_preset, plan_cells
+from solo_fgsynth.benchmark.fgvr import for_dataset
 from solo_fgsynth.launch import load_config
 from solo_fgsynth.resources import scripts_dir
 from solo_fgsynth.zoo import Manifest
-import yaml
 
 package = Path(solo_fgsynth.__file__).parent
 report = {"package": str(package), "presets": {}, "configs": [], "weights": []}
 for preset in sorted(p.stem for p in (scripts_dir() / "benchmark").glob("*.yaml")):
-    spec = yaml.safe_load(_preset_path(preset).read_text())
+    spec = load_preset(_preset_path(preset))
+    if "{dataset}" in spec["config_path"]:
+        spec = for_dataset(spec, spec["datasets"][0], "/data")
     cells = plan_cells(spec, [0], [])
     for cell in cells:
         load_config(cell["config_path"], cell["config_name"], [])

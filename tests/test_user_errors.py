@@ -80,8 +80,8 @@ def _custom(config: str, data: dict[str, Path], *extra: str) -> list[str]:
         ),
         (
             ["backbone.name=vit_tiny"],
-            "solo-fgsynth pretrain: error: fgsynth needs a ResNet-style backbone with a 'layer4' "
-            "feature map (resnet18, resnet50, wide_resnet...), got VisionTransformer",
+            "solo-fgsynth pretrain: error: backbone 'vit_tiny' is a vision transformer (token "
+            "maps, not a B x C x h x w feature map): fgsynth does not support it yet",
         ),
         (
             ["no_such_key=1"],

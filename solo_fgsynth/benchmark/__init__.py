@@ -59,10 +59,10 @@ def load_preset(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = Path(path).resolve()
     if path in _seen:
         chain = " -> ".join(p.name for p in (*_seen, path))
-        raise SystemExit(f"benchmark preset {path} extends itself: {chain}")
+        raise UserError(f"benchmark preset {path} extends itself: {chain}")
     own = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if not isinstance(own, dict):
-        raise SystemExit(f"benchmark preset {path} must be a yaml mapping")
+        raise UserError(f"benchmark preset {path} must be a yaml mapping")
     parent_name = own.pop("extends", None)
     extra = list(own.pop("extra_overrides", []))
     if parent_name is None:
@@ -71,7 +71,7 @@ def load_preset(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         parent = Path(str(parent_name))
         parent = path.parent / (parent if parent.suffix in (".yaml", ".yml") else f"{parent}.yaml")
         if not parent.is_file():
-            raise SystemExit(f"benchmark preset {path.name} extends {parent_name!r}: no {parent}")
+            raise UserError(f"benchmark preset {path.name} extends {parent_name!r}: no {parent}")
         preset = {**load_preset(parent, (*_seen, path)), **own}
     preset["overrides"] = [*preset.get("overrides", []), *extra]
     return preset

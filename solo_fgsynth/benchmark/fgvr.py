@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from solo_fgsynth.errors import UserError
+
 QUOTED_METRICS = ("linear_top1", "retrieval_top1", "retrieval_top5", "retrieval_map")
 
 
@@ -20,15 +22,15 @@ def for_dataset(preset: dict[str, Any], dataset: str | None, data_root: str | No
     path = str(preset["config_path"])
     if "{dataset}" not in path:
         if dataset is not None or data_root is not None:
-            raise SystemExit(
+            raise UserError(
                 "--dataset and --data-root apply to presets with a {dataset} config path (fgvr)"
             )
         return preset
     allowed = list(preset.get("datasets", []))
     if dataset not in allowed:
-        raise SystemExit(f"--dataset {dataset!r} is not valid: use one of {', '.join(allowed)}")
+        raise UserError(f"--dataset {dataset!r} is not valid: use one of {', '.join(allowed)}")
     if not data_root:
-        raise SystemExit(f"--data-root is required: the {dataset} dataset's root folder")
+        raise UserError(f"--data-root is required: the {dataset} dataset's root folder")
     return {
         **preset,
         "config_path": path.format(dataset=dataset),
