@@ -16,6 +16,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 DATASETS = ("fgmarks", "cub200", "cars", "aircraft", "custom")
 METHOD_CONFIGS = ("byol", "simclr", "fgsynth_byol", "fgsynth_simclr")
 FGVR = ("cub200", "cars", "aircraft")
+MOCO_CONFIGS = ("mocov2plus", "fgsynth_mocov2plus")
 PRETRAIN = sorted(SCRIPTS.glob("pretrain/*/*.yaml"))
 LINEAR = sorted(SCRIPTS.glob("linear/*/*.yaml"))
 KNN = sorted(SCRIPTS.glob("knn/*/*.yaml"))
@@ -62,7 +63,9 @@ def test_every_dataset_ships_every_config() -> None:
         assert (SCRIPTS / "knn" / dataset / "knn.yaml").is_file()
     expected = {SCRIPTS / "pretrain" / d / f"{m}.yaml" for d in DATASETS for m in METHOD_CONFIGS}
     expected.add(SCRIPTS / "pretrain" / "fgmarks" / "supcon.yaml")  # the benchmark's reference
-    expected |= {SCRIPTS / "pretrain" / d / "mocov2plus.yaml" for d in FGVR}  # LCR's base method
+    expected |= {  # LCR's base method, stock and with fgsynth
+        SCRIPTS / "pretrain" / d / f"{m}.yaml" for d in FGVR for m in MOCO_CONFIGS
+    }
     assert set(PRETRAIN) == expected
 
 
@@ -80,8 +83,10 @@ def test_pretrain_config_parses_and_builds_its_method(path: Path, image_folder: 
     assert model.num_classes == 5
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-@pytest.mark.parametrize("base", ["byol", "simclr"])
+@pytest.mark.parametrize(
+    ("dataset", "base"),
+    [(d, b) for d in DATASETS for b in ("byol", "simclr")] + [(d, "mocov2plus") for d in FGVR],
+)
 def test_fgsynth_config_differs_from_its_stock_twin_only_in_method_keys(
     dataset: str, base: str
 ) -> None:
@@ -116,7 +121,7 @@ def test_all_methods_of_a_dataset_share_the_budget(dataset: str) -> None:
         )
 
     methods = list(METHOD_CONFIGS)
-    for extra in ("supcon", "mocov2plus"):
+    for extra in ("supcon", *MOCO_CONFIGS):
         if (SCRIPTS / "pretrain" / dataset / f"{extra}.yaml").is_file():
             methods.append(extra)
     budgets = {method: budget(method) for method in methods}
@@ -124,7 +129,7 @@ def test_all_methods_of_a_dataset_share_the_budget(dataset: str) -> None:
     optimizers = {
         _load(SCRIPTS / "pretrain" / dataset / f"{m}.yaml").optimizer.name for m in METHOD_CONFIGS
     }
-    assert len(optimizers) == 1  # mocov2plus keeps solo-learn's SGD
+    assert len(optimizers) == 1  # mocov2plus (and fgsynth on it) keeps solo-learn's SGD
 
 
 @pytest.mark.solo
@@ -155,7 +160,7 @@ def test_knn_config_has_a_valid_grid_on_the_pretraining_data(path: Path) -> None
 
 @pytest.mark.parametrize("dataset", FGVR)
 def test_real_fgvr_configs_follow_the_lcr_protocol(dataset: str) -> None:
-    for method in (*METHOD_CONFIGS, "mocov2plus"):
+    for method in (*METHOD_CONFIGS, *MOCO_CONFIGS):
         cfg = _load(SCRIPTS / "pretrain" / dataset / f"{method}.yaml")
         assert OmegaConf.is_missing(cfg.data, "root")
         assert cfg.backbone.name == "resnet50" and cfg.max_epochs == 100

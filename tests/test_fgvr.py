@@ -88,7 +88,14 @@ def test_fgvr_preset_runs_every_method_from_a_local_init_and_quotes_the_publishe
     out = tmp_path / "results"
     try:
         results = run_benchmark(preset_path, out, None, [], False, None, "best", "cub200", str(cub))
-        methods = ["byol", "fgsynth_byol", "simclr", "fgsynth_simclr", "mocov2plus"]
+        methods = [
+            "byol",
+            "fgsynth_byol",
+            "simclr",
+            "fgsynth_simclr",
+            "mocov2plus",
+            "fgsynth_mocov2plus",
+        ]
         assert [run["cell"] for run in results["runs"]] == methods
         for run in results["runs"]:
             assert run["steps"] == 2 and run["checkpoint_choice"] == "best"

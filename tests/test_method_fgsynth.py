@@ -33,6 +33,7 @@ def make_cfg(base: str, **method_kwargs: object) -> DictConfig:
     """A minimal, already-parsed solo-learn config for ``method: fgsynth``."""
     kwargs: dict = {"base": base, "proj_hidden_dim": 64, "proj_output_dim": 32}
     kwargs |= {"pred_hidden_dim": 64} if base == "byol" else {"temperature": 0.2}
+    kwargs |= {"queue_size": 4 * BATCH} if base == "mocov2plus" else {}
     kwargs |= {"synth_start_epoch": 0, "decoder_width": 8} | method_kwargs
     cfg = OmegaConf.create(
         {
@@ -93,6 +94,7 @@ def loader() -> DataLoader:
 def test_fgsynth_is_registered_and_builds_the_requested_base() -> None:
     from solo.methods import METHODS
     from solo.methods.byol import BYOL
+    from solo.methods.mocov2plus import MoCoV2Plus
     from solo.methods.simclr import SimCLR
 
     import solo_fgsynth  # noqa: F401
@@ -100,6 +102,7 @@ def test_fgsynth_is_registered_and_builds_the_requested_base() -> None:
     assert "fgsynth" in METHODS
     assert isinstance(build(make_cfg("byol")), BYOL)
     assert isinstance(build(make_cfg("simclr")), SimCLR)
+    assert isinstance(build(make_cfg("mocov2plus")), MoCoV2Plus)
 
 
 def test_defaults_are_filled_into_the_config() -> None:
@@ -117,7 +120,7 @@ def test_defaults_are_filled_into_the_config() -> None:
     [
         (
             {"base": "moco"},
-            r"method_kwargs\.base='moco' is not supported: allowed are byol, simclr",
+            r"method_kwargs\.base='moco' is not supported: allowed are byol, simclr, mocov2plus",
         ),
         ({"var_fraction": 2.0}, r"method_kwargs\.var_fraction=2\.0 is out of range"),
         ({"cam_fraction": "half"}, r"method_kwargs\.cam_fraction='half' is out of range"),
@@ -212,13 +215,18 @@ class GradientProbe(Callback):
 
 
 @pytest.mark.parametrize(
-    ("base", "base_loss"), [("byol", "train_neg_cos_sim"), ("simclr", "train_nce_loss")]
+    ("base", "base_loss"),
+    [
+        ("byol", "train_neg_cos_sim"),
+        ("simclr", "train_nce_loss"),
+        ("mocov2plus", "train_nce_loss"),
+    ],
 )
 def test_training_logs_all_terms_and_trains_encoder_and_decoder(base: str, base_loss: str) -> None:
     model = build(make_cfg(base))
     momentum_before = (
         [p.detach().clone() for p in model.momentum_backbone.parameters()]
-        if base == "byol"
+        if hasattr(model, "momentum_backbone")
         else None
     )
     probe = GradientProbe()
@@ -345,6 +353,52 @@ def test_the_pair_forward_leaves_every_backbone_batchnorm_statistic_untouched() 
     for key, net in backbones.items():
         counts = {int(b.num_batches_tracked) for b in net.modules() if hasattr(b, "running_var")}
         assert counts == {2 * 4}, key  # two real views per step, as stock BYOL: no pair forward
+
+
+def _moco_reference_loss(
+    query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MoCo's InfoNCE written out: -log of the key's share among the key and the queue."""
+    positive = (query * key).sum(dim=1, keepdim=True) / temperature
+    negatives = query @ queue / temperature
+    logits = torch.cat([positive, negatives], dim=1)
+    return (torch.logsumexp(logits, dim=1) - positive.squeeze(1)).mean()
+
+
+def test_mocov2plus_pairs_meet_the_queue_of_before_the_step_and_never_enter_it() -> None:
+    model = build(make_cfg("mocov2plus"))
+    seen: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    real_pair_loss = model.pair_loss
+
+    def checked_pair_loss(view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+        loss = real_pair_loss(view_a, view_b)
+        both = torch.cat([view_a, view_b])
+        with torch.no_grad():
+            query_a, query_b = model(both)["z"].chunk(2)
+            key_a, key_b = model.momentum_forward(both)["z"].chunk(2)
+        queue, temperature = model._pair_queue, model.temperature
+        expected = (
+            _moco_reference_loss(query_a, key_b, queue[1], temperature)
+            + _moco_reference_loss(query_b, key_a, queue[0], temperature)
+        ) / 2
+        seen.append((model.trainer.global_step, loss.detach(), expected, queue.clone()))
+        return loss
+
+    queues: dict[int, torch.Tensor] = {}
+
+    class QueueProbe(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            queues[trainer.global_step] = module.queue.detach().clone()
+
+    model.pair_loss = checked_pair_loss
+    make_trainer(2, max_steps=3, callbacks=[QueueProbe()]).fit(model, loader())
+    assert seen and min(step for step, *_ in seen) >= 1  # pairs exist from the second step on
+    for step, loss, expected, queue in seen:
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+        assert torch.equal(queue, queues[step])  # the queue this step started with
+        assert not torch.equal(queue, model.queue)  # (which the step's real keys then changed)
+    # only real keys entered the queue: 3 steps of one batch each, not one more pair key
+    assert int(model.queue_ptr) == 3 * BATCH < model.queue_size
 
 
 def _simclr_ddp_worker(rank: int, init_file: str, out_dir: str) -> None:

@@ -1,4 +1,4 @@
-"""``method: fgsynth`` for solo-learn: stock BYOL or SimCLR plus the synthesized-pair term.
+"""``method: fgsynth`` for solo-learn: stock BYOL, SimCLR or MoCo v2+ plus the synthesized-pair term.
 
 The algorithm lives in :mod:`solo_fgsynth.synth`; this module only wires it into
 solo-learn's training step, optimizer groups, config checks and logging.
@@ -14,8 +14,10 @@ import omegaconf
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from solo.losses.byol import byol_loss_func
+from solo.losses.mocov2plus import mocov2plus_loss_func
 from solo.losses.simclr import simclr_loss_func
 from solo.methods.byol import BYOL
+from solo.methods.mocov2plus import MoCoV2Plus
 from solo.methods.simclr import SimCLR
 from solo.utils.misc import get_rank
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -26,10 +28,11 @@ from solo_fgsynth.methods.pair_images import log_pair_grid
 from solo_fgsynth.synth import FGSYNTH_VERSION, FGSynth, FGSynthConfig, frozen_batchnorm_statistics
 from solo_fgsynth.synth.config import check_choice, check_int_at_least
 
-BASES = ("byol", "simclr")
+BASES = ("byol", "simclr", "mocov2plus")
 BASE_METHOD_KEYS = {
     "byol": ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim"),
     "simclr": ("proj_hidden_dim", "proj_output_dim", "temperature"),
+    "mocov2plus": ("proj_hidden_dim", "proj_output_dim", "temperature", "queue_size"),
 }
 ADAPTER_KEYS = (
     "base",
@@ -156,7 +159,7 @@ def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
 
 
 class FGSynthMixin:
-    """What fgsynth adds to a stock solo-learn method; combined with BYOL or SimCLR below.
+    """What fgsynth adds to a stock solo-learn method; combined with each base method below.
 
     Each combination supplies ``pair_loss(view_a, view_b)``: its base method's own loss on a
     synthesized positive pair.
@@ -305,7 +308,43 @@ class FGSynthSimCLR(FGSynthMixin, SimCLR):
         return simclr_loss_func(z, indexes=indexes, temperature=self.temperature)
 
 
-VARIANTS: dict[str, type[FGSynthMixin]] = {"byol": FGSynthBYOL, "simclr": FGSynthSimCLR}
+class FGSynthMoCoV2Plus(FGSynthMixin, MoCoV2Plus):
+    """fgsynth on top of stock MoCo v2+ (queries against momentum keys and the key queue).
+
+    The pairs are contrasted with the queue as it was before this step's real keys entered
+    it, so no pair meets the key of the very image it was decoded from as a negative; the
+    pairs' own keys never enter the queue (it holds real images only, as in stock MoCo).
+    """
+
+    _pair_queue: Tensor
+
+    @staticmethod
+    def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
+        """Stock MoCo v2+ checks, then the fgsynth knobs."""
+        return add_fgsynth_cfg(MoCoV2Plus.add_and_assert_specific_cfg(cfg))
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
+        """Keep the queue the stock step contrasts with, then run the fgsynth step."""
+        self._pair_queue = self.queue.clone().detach()
+        return super().training_step(batch, batch_idx)
+
+    def pair_loss(self, view_a: Tensor, view_b: Tensor) -> Tensor:
+        """Symmetric MoCo loss between the two synthesized views, stock MoCo's queue halves."""
+        both = torch.cat([view_a, view_b])
+        query_a, query_b = self(both)["z"].chunk(2)
+        key_a, key_b = self.momentum_forward(both)["z"].chunk(2)
+        queue = self._pair_queue
+        return (
+            mocov2plus_loss_func(query_a, key_b, queue[1], self.temperature)
+            + mocov2plus_loss_func(query_b, key_a, queue[0], self.temperature)
+        ) / 2
+
+
+VARIANTS: dict[str, type[FGSynthMixin]] = {
+    "byol": FGSynthBYOL,
+    "simclr": FGSynthSimCLR,
+    "mocov2plus": FGSynthMoCoV2Plus,
+}
 
 
 def variant_for(cfg: omegaconf.DictConfig) -> type[FGSynthMixin]:
