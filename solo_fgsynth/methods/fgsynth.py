@@ -1,4 +1,4 @@
-"""``method: fgsynth`` for solo-learn: stock BYOL, SimCLR or MoCo v2+ plus the synthesized-pair term.
+"""``method: fgsynth`` for solo-learn: stock BYOL, SimCLR or MoCo v2+ plus the synthesized pairs.
 
 The algorithm lives in :mod:`solo_fgsynth.synth`; this module only wires it into
 solo-learn's training step, optimizer groups, config checks and logging.
