@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 import torch
 from torch import nn
 
+from solo_fgsynth._keys import key_listing, key_problems
+
 # Classifier heads a backbone may lack (solo-learn replaces a ResNet's ``fc`` by Identity).
 HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "head_dist.")
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
-_SHOW = 10
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,6 @@ class InitResult:
 class _Source:
     state: dict[str, torch.Tensor]
     where: str
-
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOW])
-    return shown + (f", ... (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
 def backbone_state(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -116,7 +112,7 @@ def _from_timm(spec: str, name: str) -> _Source:
         reason = "no such model"
     if pretrained is None:
         tags = timm.list_pretrained(f"{name.split('.')[0]}.*")
-        hint = f"; pretrained tags: {_listing(tags)}" if tags else ""
+        hint = f"; pretrained tags: {key_listing(tags)}" if tags else ""
         raise BackboneInitError(f"backbone.init={spec!r}: timm has no {name!r} ({reason}){hint}")
     if pretrained.hf_hub_id:
         where = (
@@ -200,17 +196,6 @@ def read_source(spec: str) -> _Source:
     )
 
 
-def _problems(missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
-    parts = []
-    if missing:
-        parts.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        parts.append(f"shape mismatches: {_listing(mismatched)}")
-    return "; ".join(parts)
-
-
 def init_backbone(backbone: nn.Module, spec: str, strict: bool = True) -> InitResult:
     """Load ``spec``'s weights into ``backbone`` in place; return loaded/missing/unexpected keys.
 
@@ -232,7 +217,7 @@ def init_backbone(backbone: nn.Module, spec: str, strict: bool = True) -> InitRe
     mismatched = [f"{key} file {file} vs model {model}" for key, (file, model) in shapes.items()]
     blocking_missing = [key for key in missing if not key.startswith(HEAD_PREFIXES)]
     blocking_unexpected = [key for key in unexpected if not key.startswith(HEAD_PREFIXES)]
-    problems = _problems(blocking_missing, blocking_unexpected, mismatched)
+    problems = "; ".join(key_problems(blocking_missing, blocking_unexpected, mismatched))
     if not fits:
         raise BackboneInitError(
             f"backbone.init={spec!r}: no tensor of {source.where} fits "
@@ -251,7 +236,7 @@ def init_backbone(backbone: nn.Module, spec: str, strict: bool = True) -> InitRe
     result = InitResult(spec, source.where, fits, missing, unexpected, list(shapes))
     message = f"backbone.init={spec!r}: loaded {len(fits)} tensors from {source.where}"
     if result.dropped_head:
-        message += f"; dropped classifier head: {_listing(result.dropped_head)}"
+        message += f"; dropped classifier head: {key_listing(result.dropped_head)}"
     if problems:
         message += f"; NOT loaded (backbone.init_strict=false): {problems}"
     (logger.warning if problems else logger.info)(message)

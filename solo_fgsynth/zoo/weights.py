@@ -17,12 +17,12 @@ import torch
 import torchvision
 from torch import nn
 
+from solo_fgsynth._keys import key_problems
 from solo_fgsynth.zoo.errors import ManifestError, WeightsMismatchError
 from solo_fgsynth.zoo.manifest import BackboneSpec
 
 FILE_FORMAT = "solo-fgsynth-backbone"
 FILE_FORMAT_VERSION = "1"
-_SHOW = 10
 
 
 def build_backbone(spec: BackboneSpec) -> nn.Module:
@@ -109,11 +109,6 @@ def read_backbone(path: Path, spec: BackboneSpec) -> dict[str, torch.Tensor]:
     return safetensors.torch.load_file(str(path), device="cpu")
 
 
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOW])
-    return shown + (f", ... (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
-
-
 def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise :class:`WeightsMismatchError` naming every missing, unexpected or mis-shaped key."""
     expected = model.state_dict()
@@ -126,20 +121,14 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) 
     )
     if not (missing or unexpected or shapes):
         return
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if shapes:
-        pairs = [
-            f"{k} file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in shapes
-        ]
-        problems.append(f"shape mismatches: {_listing(pairs)}")
-        if "conv1.weight" in shapes:
-            problems.append(
-                "conv1 differs: the file and the model disagree on the small-crop (cifar) stem"
-            )
+    mismatched = [
+        f"{k} file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in shapes
+    ]
+    problems = key_problems(missing, unexpected, mismatched)
+    if "conv1.weight" in shapes:
+        problems.append(
+            "conv1 differs: the file and the model disagree on the small-crop (cifar) stem"
+        )
     raise WeightsMismatchError(
         f"{what} does not fit {type(model).__name__}: " + "; ".join(problems)
     )
