@@ -4,14 +4,13 @@ which of them each fgsynth criterion selects (see :mod:`solo_fgsynth.diagnose.an
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from solo_fgsynth._io import atomic_write_json, atomic_write_text
+from solo_fgsynth._io import atomic_write_json, atomic_write_text, read_training_recipe
 from solo_fgsynth.data.fgmarks import FGMarksConfig
 from solo_fgsynth.diagnose.analysis import Diagnosis, diagnose, markdown, plot
 from solo_fgsynth.errors import UserError
@@ -32,15 +31,7 @@ def write_diagnosis(diagnosis: Diagnosis, out_dir: Path, title: str = "") -> Non
 
 
 def _recipe(args_path: Path) -> dict[str, Any]:
-    try:
-        recipe = json.loads(args_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DiagnoseError(
-            f"training recipe not found: {args_path} (solo-learn writes args.json beside the "
-            "checkpoint; pass it with --args)"
-        ) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise DiagnoseError(f"cannot read training recipe {args_path}: {error}") from None
+    recipe = read_training_recipe(args_path, DiagnoseError)
     data = recipe.get("data", {})
     dataset = data.get("source_dataset", data.get("dataset"))
     if dataset != "fgmarks":

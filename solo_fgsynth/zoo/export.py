@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from solo_fgsynth._io import atomic_write_bytes, atomic_write_text
+from solo_fgsynth._io import atomic_write_bytes, atomic_write_text, read_training_recipe
 from solo_fgsynth.backbones import BACKBONES
 from solo_fgsynth.zoo.card import render_card
 from solo_fgsynth.zoo.errors import ZooError
@@ -113,21 +113,6 @@ def _backbone_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
     return backbone
 
 
-def _read_recipe(args_path: Path) -> dict[str, Any]:
-    try:
-        recipe = json.loads(args_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZooError(
-            f"training recipe not found: {args_path}. solo-learn's Checkpointer writes args.json "
-            "next to the checkpoint; pass its location with --args"
-        ) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ZooError(f"cannot read training recipe {args_path}: {error}") from None
-    if not isinstance(recipe, dict):
-        raise ZooError(f"training recipe {args_path} must hold a JSON object")
-    return recipe
-
-
 def _recipe_field(recipe: dict[str, Any], dotted: str, args_path: Path) -> Any:
     value: Any = recipe
     for part in dotted.split("."):
@@ -216,7 +201,7 @@ def export_checkpoint(
     if name in zoo.names() and not replace:
         raise ZooError(f"entry {name!r} already exists in {zoo.path}; use --replace to overwrite")
     args_file = Path(args_path).resolve() if args_path else ckpt_path.parent / "args.json"
-    recipe = _read_recipe(args_file)
+    recipe = read_training_recipe(args_file, ZooError)
     state = _backbone_state(ckpt_path)
 
     solo_name = _recipe_field(recipe, "backbone.name", args_file)
