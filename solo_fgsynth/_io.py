@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target's directory, fsynced, then ``os.replace``."""
+"""Files: atomic writes (a temp file in the target's directory, fsynced, then ``os.replace``)
+and the reader of solo-learn's ``args.json``."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def read_training_recipe(args_path: Path, error: type[Exception]) -> dict[str, A
             f"training recipe not found: {args_path} (solo-learn writes args.json beside the "
             "checkpoint; pass its location with --args)"
         ) from None
-    except (OSError, json.JSONDecodeError) as problem:
+    except (OSError, ValueError) as problem:  # ValueError: bad JSON or bad UTF-8
         raise error(f"cannot read training recipe {args_path}: {problem}") from None
     if not isinstance(recipe, dict):
         raise error(f"training recipe {args_path} must hold a JSON object")

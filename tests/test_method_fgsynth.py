@@ -247,7 +247,7 @@ def test_training_logs_all_terms_and_trains_encoder_and_decoder(base: str, base_
     assert metrics["train_synth_selected_dims"] > 0
     assert probe.grads["backbone"] and probe.grads["decoder"]
     if momentum_before is not None:
-        assert probe.grads["momentum_backbone"] is False
+        assert probe.grads["momentum_backbone"] is False  # (no parameter there takes a grad)
         after = list(model.momentum_backbone.parameters())
         assert any(not torch.equal(b, a) for b, a in zip(momentum_before, after, strict=True))
     assert int(model.fgsynth.statistics.variance_updates) == STEPS_PER_EPOCH
@@ -331,8 +331,9 @@ def _batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def test_the_pair_forward_leaves_every_backbone_batchnorm_statistic_untouched() -> None:
-    model = build(make_cfg("byol"))
+@pytest.mark.parametrize("base", ["byol", "mocov2plus"])
+def test_the_pair_forward_leaves_every_backbone_batchnorm_statistic_untouched(base: str) -> None:
+    model = build(make_cfg(base))
     backbones = {"online": model.backbone, "momentum": model.momentum_backbone}
     around_pairs: list[int] = []
     real_pair_loss = model.pair_loss
@@ -373,10 +374,14 @@ def test_mocov2plus_pairs_meet_the_queue_of_before_the_step_and_never_enter_it()
     def checked_pair_loss(view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
         loss = real_pair_loss(view_a, view_b)
         both = torch.cat([view_a, view_b])
+        keys = model.momentum_forward(both)["z"]
+        assert loss.requires_grad and not keys.requires_grad  # no gradient into the keys
         with torch.no_grad():
             query_a, query_b = model(both)["z"].chunk(2)
-            key_a, key_b = model.momentum_forward(both)["z"].chunk(2)
+        key_a, key_b = keys.chunk(2)
         queue, temperature = model._pair_queue, model.temperature
+        # stock MoCo v2+: a query of the first view meets keys of the second view, and the
+        # queue half that holds second-view keys (index 1); the other way round, index 0
         expected = (
             _moco_reference_loss(query_a, key_b, queue[1], temperature)
             + _moco_reference_loss(query_b, key_a, queue[0], temperature)
@@ -384,21 +389,27 @@ def test_mocov2plus_pairs_meet_the_queue_of_before_the_step_and_never_enter_it()
         seen.append((model.trainer.global_step, loss.detach(), expected, queue.clone()))
         return loss
 
-    queues: dict[int, torch.Tensor] = {}
+    started: dict[int, torch.Tensor] = {}
+    ended: dict[int, tuple[torch.Tensor, int]] = {}
 
     class QueueProbe(Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-            queues[trainer.global_step] = module.queue.detach().clone()
+            started[trainer.global_step] = module.queue.detach().clone()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step - 1  # the optimizer step has been counted
+            ended[step] = (module.queue.detach().clone(), int(module.queue_ptr))
 
     model.pair_loss = checked_pair_loss
     make_trainer(2, max_steps=3, callbacks=[QueueProbe()]).fit(model, loader())
-    assert seen and min(step for step, *_ in seen) >= 1  # pairs exist from the second step on
+    assert [step for step, *_ in seen] == [1, 2]  # pairs exist from the second step on
     for step, loss, expected, queue in seen:
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-        assert torch.equal(queue, queues[step])  # the queue this step started with
-        assert not torch.equal(queue, model.queue)  # (which the step's real keys then changed)
-    # only real keys entered the queue: 3 steps of one batch each, not one more pair key
-    assert int(model.queue_ptr) == 3 * BATCH < model.queue_size
+        assert torch.equal(queue, started[step])  # the queue this step started with,
+        assert not torch.equal(queue, ended[step][0])  # not the one its real keys made
+    # only real keys entered the queue: one batch a step, not one more pair key
+    assert [ended[step][1] for step in range(3)] == [BATCH, 2 * BATCH, 3 * BATCH]
+    assert model._pair_queue is None  # the step's copy is dropped when the step ends
 
 
 def _simclr_ddp_worker(rank: int, init_file: str, out_dir: str) -> None:

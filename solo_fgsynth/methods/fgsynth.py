@@ -312,11 +312,12 @@ class FGSynthMoCoV2Plus(FGSynthMixin, MoCoV2Plus):
     """fgsynth on top of stock MoCo v2+ (queries against momentum keys and the key queue).
 
     The pairs are contrasted with the queue as it was before this step's real keys entered
-    it, so no pair meets the key of the very image it was decoded from as a negative; the
-    pairs' own keys never enter the queue (it holds real images only, as in stock MoCo).
+    it, as stock MoCo contrasts the real views, so no pair meets the key this step computes
+    for its own source image as a negative; the pairs' own keys never enter the queue (it
+    holds real images only, as in stock MoCo).
     """
 
-    _pair_queue: Tensor
+    _pair_queue: Tensor | None = None
 
     @staticmethod
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
@@ -324,16 +325,27 @@ class FGSynthMoCoV2Plus(FGSynthMixin, MoCoV2Plus):
         return add_fgsynth_cfg(MoCoV2Plus.add_and_assert_specific_cfg(cfg))
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
-        """Keep the queue the stock step contrasts with, then run the fgsynth step."""
-        self._pair_queue = self.queue.clone().detach()
-        return super().training_step(batch, batch_idx)
+        """Keep the queue the stock step contrasts with, then run the fgsynth step.
+
+        The copy is taken only on steps that can have pairs and dropped when the step ends.
+        """
+        if self.fgsynth.synthesis_active(self.current_epoch):
+            self._pair_queue = self.queue.clone().detach()
+        try:
+            return super().training_step(batch, batch_idx)
+        finally:
+            self._pair_queue = None
 
     def pair_loss(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        """Symmetric MoCo loss between the two synthesized views, stock MoCo's queue halves."""
+        """Symmetric MoCo loss between the two synthesized views, stock MoCo's queue halves.
+
+        Within a training step the queue is the one of before the step; outside one, the
+        current queue.
+        """
         both = torch.cat([view_a, view_b])
         query_a, query_b = self(both)["z"].chunk(2)
         key_a, key_b = self.momentum_forward(both)["z"].chunk(2)
-        queue = self._pair_queue
+        queue = self.queue if self._pair_queue is None else self._pair_queue
         return (
             mocov2plus_loss_func(query_a, key_b, queue[1], self.temperature)
             + mocov2plus_loss_func(query_b, key_a, queue[0], self.temperature)
