@@ -205,3 +205,14 @@ def test_a_recovered_cell_prints_its_unknown_cost_as_n_a_and_gets_no_ratio() -> 
         "| byol | 40.00 (n=1) | 40.00 (n=1) | 40.00 (n=1) | 40.00 (n=1) | 40.00 (n=1) | n/a | n/a |"
         in table
     )
+
+
+def test_learning_curves_get_a_colour_per_cell_and_a_line_style_per_seed() -> None:
+    from solo_fgsynth.benchmark.report import curve_styles
+
+    records = [{"cell": c, "seed": s} for c in ("byol", "fgsynth_byol") for s in (2, 0, 1)]
+    styles = curve_styles(records)
+    assert {styles[("byol", s)][0] for s in (0, 1, 2)} == {0}
+    assert {styles[("fgsynth_byol", s)][0] for s in (0, 1, 2)} == {1}
+    assert [styles[("byol", s)][1:] for s in (0, 1, 2)] == [("-", "o"), ("--", "s"), (":", "^")]
+    assert all(styles[("fgsynth_byol", s)][1:] == styles[("byol", s)][1:] for s in (0, 1, 2))

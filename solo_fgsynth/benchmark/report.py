@@ -128,10 +128,27 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+CURVE_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def curve_styles(records: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, str, str]]:
+    """``(cell, seed) -> (colour index, line style, marker)``: a colour a cell, a style a seed."""
+    cells = list(dict.fromkeys(record["cell"] for record in records))
+    seeds = sorted({record["seed"] for record in records})
+    return {
+        (record["cell"], record["seed"]): (
+            cells.index(record["cell"]),
+            *CURVE_STYLES[seeds.index(record["seed"]) % len(CURVE_STYLES)],
+        )
+        for record in records
+    }
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path) -> bool:
     """Validation linear-probe top-1 against training steps, one line per run.
 
-    Returns False (and writes nothing) when no run recorded a curve.
+    One colour per cell and one line style per seed, so a dozen runs stay apart. Returns
+    False (and writes nothing) when no run recorded a curve.
     """
     runs = [record for record in records if record.get("curve")]
     if not runs:
@@ -141,13 +158,23 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4))
+    styles = curve_styles(runs)
+    colours = plt.get_cmap("tab20" if len({cell for cell, _ in styles}) > 10 else "tab10")
+    figure, axis = plt.subplots(figsize=(8, 4.5))
     for record in runs:
         steps, top1 = zip(*record["curve"], strict=True)
-        axis.plot(steps, top1, marker="o", label=f"{record['cell']} s{record['seed']}")
+        colour, line, marker = styles[(record["cell"], record["seed"])]
+        axis.plot(
+            steps,
+            top1,
+            linestyle=line,
+            marker=marker,
+            color=colours(colour),
+            label=f"{record['cell']} s{record['seed']}",
+        )
     axis.set_xlabel("training step")
     axis.set_ylabel("val linear top-1 (%)")
-    axis.legend(fontsize="small")
+    axis.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
