@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,3 +28,22 @@ def _deterministic_torch() -> None:
     """Every test starts from the same seed on a single thread, so values are reproducible."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def make_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+    """A factory of image folders: 5 classes of ``per_class`` random 32 px images, seed 0."""
+    from PIL import Image
+
+    def make(per_class: int) -> Path:
+        root = tmp_path_factory.mktemp("images")
+        generator = torch.Generator().manual_seed(0)
+        for c in range(5):
+            (root / f"c{c}").mkdir()
+            for i in range(per_class):
+                shape = (32, 32, 3)
+                pixels = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(root / f"c{c}" / f"{i}.png")
+        return root
+
+    return make

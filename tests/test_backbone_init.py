@@ -302,18 +302,9 @@ def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(make_image_folder) -> Path:
     """5 classes of two 32 px images each."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("images")
-    generator = torch.Generator().manual_seed(0)
-    for c in range(5):
-        (root / f"c{c}").mkdir()
-        for i in range(2):
-            pixels = torch.randint(0, 256, (32, 32, 3), generator=generator, dtype=torch.uint8)
-            Image.fromarray(pixels.numpy()).save(root / f"c{c}" / f"{i}.png")
-    return root
+    return make_image_folder(2)
 
 
 class _CaptureAndStop(Callback):

@@ -158,18 +158,9 @@ def test_bad_settings_are_named() -> None:
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image_folder(make_image_folder) -> Path:
     """5 classes of four 32 px images each."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("images")
-    generator = torch.Generator().manual_seed(0)
-    for c in range(5):
-        (root / f"c{c}").mkdir()
-        for i in range(4):
-            pixels = torch.randint(0, 256, (32, 32, 3), generator=generator, dtype=torch.uint8)
-            Image.fromarray(pixels.numpy()).save(root / f"c{c}" / f"{i}.png")
-    return root
+    return make_image_folder(4)
 
 
 class _CountBatches(Callback):
