@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 from solo_fgsynth._solo import SOLO_INSTALL_HELP, solo_available
 
@@ -47,3 +48,19 @@ def make_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int
         return root
 
     return make
+
+
+class BatchCounter(Callback):
+    """Counts the training batches a run trains, so a test can tell what a resume skipped."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.batches += 1
+
+
+@pytest.fixture
+def batch_counter() -> BatchCounter:
+    """A fresh :class:`BatchCounter` for one run."""
+    return BatchCounter()

@@ -163,18 +163,10 @@ def image_folder(make_image_folder) -> Path:
     return make_image_folder(4)
 
 
-class _CountBatches(Callback):
-    def __init__(self) -> None:
-        self.batches = 0
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.batches += 1
-
-
 @pytest.mark.solo
 @pytest.mark.parametrize(("selection", "batches"), [("train_holdout", 2), ("test", 5)])
 def test_launcher_keeps_best_beside_the_last_and_trains_without_the_held_out_images(
-    selection: str, batches: int, image_folder: Path, tmp_path: Path
+    selection: str, batches: int, image_folder: Path, tmp_path: Path, batch_counter: Callback
 ) -> None:
     from solo_fgsynth.launch import load_config, run_pretrain
 
@@ -202,9 +194,8 @@ def test_launcher_keeps_best_beside_the_last_and_trains_without_the_held_out_ima
             "++best_checkpoint.holdout_fraction=0.5",
         ],
     )
-    counter = _CountBatches()
-    last = run_pretrain(cfg, extra_callbacks=[counter])
-    assert counter.batches == batches  # 20 images, or 10 left after holding out half; batch 4
+    last = run_pretrain(cfg, extra_callbacks=[batch_counter])
+    assert batch_counter.batches == batches  # 20 images, or 10 left after holding out half; batch 4
     assert last is not None and (last.parent / BEST_NAME).is_file()
     record = json.loads((last.parent / "best.json").read_text())
     assert record["selection"] == selection and record["epoch"] == 0

@@ -140,18 +140,10 @@ class _StopAfterFirstEpoch(Callback):
         trainer.should_stop = True
 
 
-class _CountBatches(Callback):
-    def __init__(self) -> None:
-        self.batches = 0
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.batches += 1
-
-
 @pytest.mark.solo
 @pytest.mark.parametrize("how", ["auto_resume", "resume_from_checkpoint"])
 def test_interrupted_pretraining_resumes_where_it_stopped(
-    how: str, image_folder: dict[str, Path], tmp_path: Path
+    how: str, image_folder: dict[str, Path], tmp_path: Path, batch_counter: Callback
 ) -> None:
     cfg = _pretrain_cfg("byol", image_folder, tmp_path, "max_epochs=2")
     first = run_pretrain(cfg, extra_callbacks=[_StopAfterFirstEpoch()])
@@ -166,24 +158,22 @@ def test_interrupted_pretraining_resumes_where_it_stopped(
             "auto_resume.enabled=False",
             f"+resume_from_checkpoint={first}",
         )
-    counter = _CountBatches()
-    second = run_pretrain(cfg, extra_callbacks=[counter])
+    second = run_pretrain(cfg, extra_callbacks=[batch_counter])
     assert second is not None and second.name.endswith("ep=1.ckpt")
-    assert counter.batches == 2  # only the second epoch was trained
+    assert batch_counter.batches == 2  # only the second epoch was trained
     assert torch.load(second, map_location="cpu", weights_only=True)["global_step"] == 4
 
 
 @pytest.mark.solo
 def test_auto_resume_ignores_runs_with_other_settings(
-    image_folder: dict[str, Path], tmp_path: Path
+    image_folder: dict[str, Path], tmp_path: Path, batch_counter: Callback
 ) -> None:
     run_pretrain(
         _pretrain_cfg("byol", image_folder, tmp_path, "max_epochs=2"), [_StopAfterFirstEpoch()]
     )
-    counter = _CountBatches()
     cfg = _pretrain_cfg("byol", image_folder, tmp_path, "max_epochs=2", "optimizer.lr=0.5")
-    run_pretrain(cfg, extra_callbacks=[counter])
-    assert counter.batches == 4
+    run_pretrain(cfg, extra_callbacks=[batch_counter])
+    assert batch_counter.batches == 4
 
 
 def _linear_cfg(data: dict[str, Path], checkpoint: Path, ckpt_dir: Path, *extra: str):

@@ -230,7 +230,8 @@ def main(argv: list[str]) -> int:
         "--ablations",
         nargs="*",
         default=[],
-        help="extra fgsynth cells: variance, gradcam, random, no_pairs",
+        help="extra fgsynth cells from the preset's ablations: variance, gradcam, random, "
+        "no_pairs (quick, cpu); knob values such as strength_1.0 (tuning)",
     )
     parser.add_argument(
         "--methods", nargs="+", default=None, help="run only these of the preset's methods"
