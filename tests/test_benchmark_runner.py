@@ -75,6 +75,19 @@ def test_methods_narrow_the_plan_and_unknown_ones_are_rejected() -> None:
         plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["moco"])
 
 
+def test_ablations_run_only_on_the_chosen_bases_and_need_one() -> None:
+    preset = {**TOY_PRESET, "methods": ["byol", "fgsynth_byol", "fgsynth_simclr"]}
+    preset["ablation_methods"] = ["fgsynth_byol", "fgsynth_simclr"]
+    cells = plan_cells(preset, seeds=[0], ablations=["random"], methods=["byol", "fgsynth_byol"])
+    assert [c["cell"] for c in cells] == ["byol", "fgsynth_byol", "fgsynth_byol-random"]
+    everything = plan_cells(preset, seeds=[0], ablations=["random"])
+    assert [c["cell"] for c in everything][-2:] == ["fgsynth_byol-random", "fgsynth_simclr-random"]
+    with pytest.raises(
+        UserError, match=r"none is among the chosen methods byol: add one of fgsynth_byol, "
+    ):
+        plan_cells(preset, seeds=[0], ablations=["random"], methods=["byol"])
+
+
 def test_unknown_ablation_is_rejected_with_the_allowed_names() -> None:
     with pytest.raises(UserError, match=r"unknown ablation.*entropy.*allowed are random"):
         plan_cells(TOY_PRESET, seeds=[0], ablations=["entropy"])

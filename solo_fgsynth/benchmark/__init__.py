@@ -85,7 +85,8 @@ def plan_cells(
 ) -> list[dict]:
     """Every (method or ablation, seed) cell of the comparison, with identical overrides.
 
-    ``methods`` narrows the preset's methods (None: all of them).
+    ``methods`` narrows the preset's methods (None: all of them); ablations then run only on
+    the preset's ``ablation_methods`` among them, so one base's ablations need no other base.
     """
     config_path = config_dir(preset["config_path"])
     if config_path is None:
@@ -104,9 +105,15 @@ def plan_cells(
             f"method(s) {', '.join(stray)} not in the preset: allowed are "
             f"{', '.join(preset['methods'])}"
         )
+    bases = [base for base in preset["ablation_methods"] if base in chosen]
+    if ablations and not bases:
+        raise UserError(
+            f"--ablations run on the preset's ablation methods, and none is among the chosen "
+            f"methods {', '.join(chosen)}: add one of {', '.join(preset['ablation_methods'])}"
+        )
     entries = [(method, method, None, []) for method in chosen]
     for name in ablations:
-        for base in preset["ablation_methods"]:
+        for base in bases:
             entries.append((f"{base}-{name}", base, name, list(known[name])))
     cells = []
     for cell, method, ablation, extra in entries:
@@ -231,7 +238,8 @@ def main(argv: list[str]) -> int:
         nargs="*",
         default=[],
         help="extra fgsynth cells from the preset's ablations: variance, gradcam, random, "
-        "no_pairs (quick, cpu); knob values such as strength_1.0 (tuning)",
+        "no_pairs (quick, cpu); knob values such as strength_1.0 (tuning). They run on the "
+        "preset's fgsynth methods that --methods keeps",
     )
     parser.add_argument(
         "--methods", nargs="+", default=None, help="run only these of the preset's methods"
