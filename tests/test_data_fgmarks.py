@@ -19,16 +19,15 @@ from torchvision.datasets import ImageFolder
 from solo_fgsynth.data import DATASET_NAMES, fgmarks, prepare_data_cfg
 from solo_fgsynth.data._cache import COMPLETE_MARKER
 from solo_fgsynth.data.fgmarks import (
-    BACKGROUND_PATTERNS,
     MAX_CLASSES,
     FGMarksConfig,
     class_names,
     detail_table,
     generate,
     materialize,
-    render,
     sample_scenes,
 )
+from solo_fgsynth.data.fgmarks_render import BACKGROUND_PATTERNS, hsv_to_rgb, render
 
 TINY = FGMarksConfig(num_classes=6, image_size=32, train_per_class=4, val_per_class=2, seed=3)
 
@@ -179,7 +178,7 @@ def _body_aligned_crop(images: np.ndarray, scenes: fgmarks.SceneBatch) -> np.nda
             for i, image in enumerate(pixels)
         ]
     )
-    object_rgb = fgmarks._hsv_to_rgb(scenes.nuisance["object_hsv"])
+    object_rgb = hsv_to_rgb(scenes.nuisance["object_hsv"])
     return (crops - object_rgb[:, None, None, :]).reshape(len(images), -1)
 
 

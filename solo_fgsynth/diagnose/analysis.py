@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from solo_fgsynth.data.fgmarks import FGMarksConfig, render, sample_scenes
+from solo_fgsynth.data.fgmarks import FGMarksConfig, sample_scenes
+from solo_fgsynth.data.fgmarks_render import render
 from solo_fgsynth.data.views import eval_transform
 from solo_fgsynth.diagnose.factors import NUISANCES, dominant_factors, factor_scores
 from solo_fgsynth.synth.config import CAM_RANKINGS
