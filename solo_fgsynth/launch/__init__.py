@@ -2,12 +2,13 @@
 
 solo-learn's ``main_pretrain.py``, ``main_linear.py`` and ``main_knn.py`` are scripts outside its
 package; this package does what they do with solo-learn's package functions, on CPU, GPU or DDP.
-One module per stage (:mod:`.pretraining`, :mod:`.linear_eval`, :mod:`.knn_eval`), what they
-share in :mod:`.common`, and every solo-learn / lightning / torchmetrics workaround in
+One module per stage (:mod:`.pretraining`, :mod:`.linear_eval`, :mod:`.knn_eval`); the config's
+composition and checks in :mod:`.config`; what the stages share to run (weights, fit, logging,
+CLI) in :mod:`.common`; and every solo-learn / lightning / torchmetrics workaround in
 :mod:`.compat`.
 """
 
-from solo_fgsynth.launch.common import (
+from solo_fgsynth.launch.config import (
     LaunchError,
     _device_ids,
     _resolve_devices,

@@ -1,189 +1,30 @@
-"""What every launcher stage shares: config composition, data and device set-up, fit, CLI."""
+"""What every launcher stage shares once its config is checked: weights, fit, logging, CLI."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import inspect
 import os
-import re
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from solo_fgsynth._solo import require_solo
-from solo_fgsynth.errors import ConfigValueError, UserError, report_user_error
-from solo_fgsynth.resources import config_dir, scripts_dir
+from solo_fgsynth.errors import UserError, report_user_error
+from solo_fgsynth.launch.config import LaunchError, load_config
 
-GPU_ACCELERATORS = ("gpu", "cuda")
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
-_OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.\-/@]+")
-
-
-class LaunchError(ConfigValueError):
-    """A config value the launcher cannot run with; the message names it and what is allowed."""
-
-    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.details = tuple(details)
-
-
-def load_config(
-    config_path: str | os.PathLike[str], config_name: str, overrides: Sequence[str] = ()
-) -> DictConfig:
-    """Compose a yaml config with hydra overrides; no hydra outputs dir, no change of cwd.
-
-    ``config_path`` is a folder, or the relative name of a packaged one (``scripts/pretrain/
-    fgmarks``); a folder that exists from the working directory wins.
-    """
-    directory = config_dir(config_path)
-    if directory is None:
-        raise LaunchError(
-            f"config path {str(config_path)!r} is not a directory, here or among the packaged "
-            f"configs in {scripts_dir()} (pretrain/, linear/, knn/)"
-        )
-    name = config_name.removesuffix(".yaml")
-    if not (directory / f"{name}.yaml").is_file():
-        available = ", ".join(sorted(p.stem for p in directory.glob("*.yaml"))) or "none"
-        raise LaunchError(f"no config {config_name!r} in {directory}; available: {available}")
-    overrides = [_quote_equals(override) for override in overrides]
-    with initialize_config_dir(
-        config_dir=str(directory), version_base="1.2", job_name="solo_fgsynth"
-    ):
-        try:
-            cfg = compose(config_name=name, overrides=list(overrides))
-        except HydraException as error:
-            raise LaunchError(str(error)) from error
-    OmegaConf.set_struct(cfg, False)
-    return cfg
-
-
-def _quote_equals(override: str) -> str:
-    """Quote a plain value holding '=' for hydra (as in solo-learn's ``...-ep=9.ckpt`` names)."""
-    key, sep, value = override.partition("=")
-    if (
-        sep
-        and "=" in value
-        and _OVERRIDE_KEY.fullmatch(key)
-        and not set("'\"\\[]{}(),") & set(value)
-    ):
-        return f"{key}='{value}'"
-    return override
-
-
-def _checked_copy(cfg: DictConfig, method: bool = False) -> DictConfig:
-    """A private, writable copy of ``cfg``; refused for an unknown method or any unset ``???``."""
-    cfg = copy.deepcopy(cfg)
-    OmegaConf.set_struct(cfg, False)
-    if method and not OmegaConf.is_missing(cfg, "method"):
-        _method_class(cfg.get("method"))
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise LaunchError(
-            f"config values not set: {', '.join(missing)}; "
-            f"pass them as overrides, e.g. {missing[0]}=VALUE"
-        )
-    return cfg
-
-
-def _prepare_data(cfg: DictConfig) -> None:
-    """Rewrite the plugin's datasets (fgmarks, cub200, ...) into solo-learn's ``custom`` dataset,
-    and decode every image of a user's image folder, before any training."""
-    from solo_fgsynth.data import (
-        UnreadableImagesError,
-        check_custom_images,
-        default_cache_dir,
-        prepare_data_cfg,
-    )
-
-    try:
-        prepare_data_cfg(cfg.data, default_cache_dir())
-        check_custom_images(cfg.data, default_cache_dir())
-    except UnreadableImagesError as error:
-        raise LaunchError(
-            f"{error.summary()}; fix or remove them, or skip them with a warning: "
-            "++data.skip_unreadable=true",
-            details=str(error).splitlines(),
-        ) from error
-    except (ValueError, FileNotFoundError) as error:
-        raise LaunchError(str(error)) from error
-    if cfg.data.get("format") == "dali":
-        raise LaunchError(
-            "data.format='dali' is not supported by solo-fgsynth's launcher; "
-            "use 'image_folder' or 'h5'"
-        )
-
-
-def _resolve_devices(cfg: DictConfig) -> None:
-    """Resolve ``accelerator: auto``; make ``devices`` the id list solo-learn's parse_cfg counts."""
-    accelerator = str(cfg.get("accelerator") or "auto").lower()
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    cfg.accelerator = accelerator
-    cfg.devices = _device_ids(cfg.get("devices", "auto"), accelerator)
-
-
-def _device_ids(value: Any, accelerator: str) -> list[int]:
-    """Device ids for a Lightning-style ``devices`` value (count, id list, '0,1' or 'auto')."""
-    invalid = LaunchError(
-        f"devices={value!r} is not valid: use a positive count, a list of device ids, "
-        "a string like '0,1', or 'auto'"
-    )
-    if isinstance(value, bool):
-        raise invalid
-    if isinstance(value, ListConfig | list | tuple):
-        ids = list(value)
-        if ids and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-            return ids
-        raise invalid
-    if value in (None, "auto", -1):
-        count = torch.cuda.device_count() if accelerator in GPU_ACCELERATORS else 1
-        if count == 0:
-            raise LaunchError(f"accelerator={accelerator!r} but no CUDA device is visible")
-        return list(range(count))
-    if isinstance(value, int) and value > 0:
-        return list(range(value))
-    if isinstance(value, str):
-        parts = [part.strip() for part in value.split(",")]
-        if "," in value and all(part.isdigit() for part in parts):
-            return [int(part) for part in parts]
-        if value.strip().isdigit() and int(value) > 0:
-            return list(range(int(value)))
-    raise invalid
-
-
-def _checked_by_solo(step: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a solo-learn step that validates the config (``parse_cfg``, a method's constructor,
-    which checks its ``method_kwargs``); its failed checks become one line naming the value.
-
-    Those steps read nothing but the config, so a ValueError, KeyError or failed assert there is
-    a value the config holds; a bare assert is reported by its condition.
-    """
-    try:
-        return step(cfg)
-    except UserError:
-        raise
-    except (ValueError, AssertionError, KeyError) as error:
-        message = str(error).strip()
-        if not message:
-            frame = traceback.extract_tb(error.__traceback__)[-1]
-            where = f"{Path(frame.filename).name}:{frame.lineno}"
-            message = f"solo-learn's config check `{frame.line}` failed ({where})"
-        raise LaunchError(f"invalid config: {message}") from error
 
 
 def load_weights_or_refuse(module: nn.Module, state: dict[str, Any], misfit: str) -> None:
@@ -227,24 +68,6 @@ def _strategy(cfg: DictConfig) -> str | Strategy:
     if strategy == "ddp":
         return DDPStrategy(find_unused_parameters=False)
     return strategy
-
-
-def _require_name(cfg: DictConfig) -> None:
-    if not cfg.get("name"):
-        raise LaunchError(
-            "config has no 'name'; checkpoints and auto-resume need one, e.g. name=run1"
-        )
-
-
-def _method_class(name: Any) -> type[LightningModule]:
-    """The solo-learn method registered as ``name``, with the registered names when unknown."""
-    from solo.methods import METHODS
-
-    if name not in METHODS:
-        raise LaunchError(
-            f"unknown method {name!r}; registered methods: {', '.join(sorted(METHODS))}"
-        )
-    return METHODS[name]
 
 
 def _eval_transforms(

@@ -16,20 +16,22 @@ from torch.utils.data import DataLoader
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import knn_starting_weights
 from solo_fgsynth.launch.common import (
-    GPU_ACCELERATORS,
-    LaunchError,
-    _checked_by_solo,
-    _checked_copy,
     _checkpoint_state,
     _classification_datasets,
     _command,
     _eval_transforms,
-    _method_class,
-    _prepare_data,
-    _resolve_devices,
     load_weights_or_refuse,
 )
 from solo_fgsynth.launch.compat import knn_metric_class
+from solo_fgsynth.launch.config import (
+    GPU_ACCELERATORS,
+    LaunchError,
+    _checked_by_solo,
+    _checked_copy,
+    _method_class,
+    _prepare_data,
+    _resolve_devices,
+)
 
 KNN_DISTANCES = ("euclidean", "cosine")
 KNN_FEATURES = ("backbone", "projector")

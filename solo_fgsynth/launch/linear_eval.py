@@ -14,20 +14,22 @@ from torch import nn
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_backbone
 from solo_fgsynth.launch.common import (
-    LaunchError,
-    _checked_by_solo,
-    _checked_copy,
     _checkpoint_state,
     _classification_datasets,
     _command,
     _eval_transforms,
     _fit,
-    _prepare_data,
-    _require_name,
-    _resolve_devices,
     load_weights_or_refuse,
 )
 from solo_fgsynth.launch.compat import lightning_devices
+from solo_fgsynth.launch.config import (
+    LaunchError,
+    _checked_by_solo,
+    _checked_copy,
+    _prepare_data,
+    _require_name,
+    _resolve_devices,
+)
 
 
 def _linear_backbone(cfg: DictConfig) -> nn.Module:

@@ -16,19 +16,21 @@ from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import init_method_backbones
 from solo_fgsynth.callbacks import best_checkpoint_from_cfg
 from solo_fgsynth.launch.common import (
-    LaunchError,
-    _checked_by_solo,
-    _checked_copy,
     _classification_datasets,
     _command,
     _eval_transforms,
     _fit,
+)
+from solo_fgsynth.launch.compat import check_online_knn, lightning_devices
+from solo_fgsynth.launch.config import (
+    LaunchError,
+    _checked_by_solo,
+    _checked_copy,
     _method_class,
     _prepare_data,
     _require_name,
     _resolve_devices,
 )
-from solo_fgsynth.launch.compat import check_online_knn, lightning_devices
 
 
 def _auto_umap(cfg: DictConfig) -> list[Callback]:
