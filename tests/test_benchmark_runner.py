@@ -83,7 +83,9 @@ def test_ablations_run_only_on_the_chosen_bases_and_need_one() -> None:
     everything = plan_cells(preset, seeds=[0], ablations=["random"])
     assert [c["cell"] for c in everything][-2:] == ["fgsynth_byol-random", "fgsynth_simclr-random"]
     with pytest.raises(
-        UserError, match=r"none is among the chosen methods byol: add one of fgsynth_byol, "
+        UserError,
+        match=r"^--ablations random needs one of fgsynth_byol, fgsynth_simclr in --methods "
+        r"\(kept: byol\)$",
     ):
         plan_cells(preset, seeds=[0], ablations=["random"], methods=["byol"])
 

@@ -108,8 +108,8 @@ def plan_cells(
     bases = [base for base in preset["ablation_methods"] if base in chosen]
     if ablations and not bases:
         raise UserError(
-            f"--ablations run on the preset's ablation methods, and none is among the chosen "
-            f"methods {', '.join(chosen)}: add one of {', '.join(preset['ablation_methods'])}"
+            f"--ablations {' '.join(ablations)} needs one of "
+            f"{', '.join(preset['ablation_methods'])} in --methods (kept: {', '.join(chosen)})"
         )
     entries = [(method, method, None, []) for method in chosen]
     for name in ablations:
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
         default=[],
         help="extra fgsynth cells from the preset's ablations: variance, gradcam, random, "
         "no_pairs (quick, cpu); knob values such as strength_1.0 (tuning). They run on the "
-        "preset's fgsynth methods that --methods keeps",
+        "preset's ablation_methods that --methods keeps",
     )
     parser.add_argument(
         "--methods", nargs="+", default=None, help="run only these of the preset's methods"

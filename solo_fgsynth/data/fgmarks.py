@@ -7,6 +7,9 @@ rotation and position, illumination gradient, pixel noise) is drawn independentl
 so it carries no label information yet dominates the image: the kind of coarse signal that
 plain SSL latches onto. Marks and object are symmetric across the body axis, so a horizontal
 flip maps an image to another valid image of the same class.
+
+This module holds the knobs, the scene sampling and the cached image folder; the drawing of a
+scene to pixels is in :mod:`solo_fgsynth.data.fgmarks_render`.
 """
 
 from __future__ import annotations

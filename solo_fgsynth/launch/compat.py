@@ -15,9 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig
 
 from solo_fgsynth._solo import solo_available
-from solo_fgsynth.launch.config import (
-    LaunchError,
-)
+from solo_fgsynth.launch.config import LaunchError
 
 
 def _torchmetrics_major() -> int:

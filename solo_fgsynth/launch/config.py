@@ -1,7 +1,8 @@
-"""The launcher's config: hydra composition, and every check a run's values get before it starts.
+"""The launcher's config: hydra composition, and the value checks every stage shares.
 
 Devices, the plugin's datasets and the method name are resolved or refused here, and solo-learn's
-own config checks are turned into one line naming the value.
+own config checks are turned into one line naming the value; a stage's own checks (checkpoint
+paths, kNN options) stay in its module.
 """
 
 from __future__ import annotations
