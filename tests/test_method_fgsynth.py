@@ -546,3 +546,29 @@ def test_bf16_mixed_training_keeps_finite_statistics() -> None:
     statistics = model.fgsynth.statistics
     assert int(statistics.importance_updates) == STEPS_PER_EPOCH
     assert torch.isfinite(statistics.importance).all() and torch.isfinite(statistics.variance).all()
+
+
+def _stock_cfg(fgsynth_cfg: DictConfig) -> DictConfig:
+    """The same config for the stock base: its method name, without fgsynth's knobs."""
+    cfg = copy.deepcopy(fgsynth_cfg)
+    base = cfg.method_kwargs.pop("base")
+    cfg.method = base
+    for knob in ("synth_start_epoch", "decoder_width", "synth_fraction"):
+        cfg.method_kwargs.pop(knob)
+    return cfg
+
+
+@pytest.mark.parametrize("base", ["byol", "simclr"])
+def test_without_pairs_the_backbone_trains_exactly_as_its_stock_base(base: str) -> None:
+    from solo.methods import METHODS
+
+    cfg = make_cfg(base, synth_fraction=0.0)
+    torch.manual_seed(0)
+    with_decoder = build(cfg)
+    torch.manual_seed(0)
+    stock = METHODS[base](_stock_cfg(cfg))
+    for model in (with_decoder, stock):
+        make_trainer(2, max_steps=4).fit(model, loader())
+    trained = dict(stock.backbone.named_parameters())
+    for name, tensor in with_decoder.backbone.named_parameters():
+        torch.testing.assert_close(tensor, trained[name], rtol=0, atol=1e-6, msg=name)
