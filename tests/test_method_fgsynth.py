@@ -549,12 +549,12 @@ def test_bf16_mixed_training_keeps_finite_statistics() -> None:
 
 
 def _stock_cfg(fgsynth_cfg: DictConfig) -> DictConfig:
-    """The same config for the stock base: its method name, without fgsynth's knobs."""
+    """The same config for the stock base: its method name, and only the base's own keys."""
+    from solo_fgsynth.methods.fgsynth import BASE_METHOD_KEYS
+
     cfg = copy.deepcopy(fgsynth_cfg)
-    base = cfg.method_kwargs.pop("base")
-    cfg.method = base
-    for knob in ("synth_start_epoch", "decoder_width", "synth_fraction"):
-        cfg.method_kwargs.pop(knob)
+    cfg.method = cfg.method_kwargs.base
+    cfg.method_kwargs = {key: cfg.method_kwargs[key] for key in BASE_METHOD_KEYS[cfg.method]}
     return cfg
 
 
