@@ -84,21 +84,39 @@ def test_rows_compare_each_selection_with_the_share_among_all_dims() -> None:
 
 def test_gradcam_rankings_pick_the_lowest_signed_magnitude_and_positive_scores() -> None:
     importance = torch.tensor([-3.0, -0.1, 0.0, 0.2, 5.0, 1.0, -2.0, 0.05])
-    selections = criterion_selections(torch.arange(8.0), importance, 0.25, 0.25)
+    magnitude = torch.tensor([3.0, 0.5, 4.0, 0.2, 5.0, 1.0, 2.0, 0.3])
+    selections = criterion_selections(
+        torch.arange(8.0), importance, 0.25, 0.25, importance_magnitude=magnitude
+    )
     assert np.flatnonzero(selections["variance"]).tolist() == [0, 1]
     assert np.flatnonzero(selections["gradcam (signed)"]).tolist() == [0, 6]
-    assert np.flatnonzero(selections["gradcam (magnitude)"]).tolist() == [2, 7]
+    assert np.flatnonzero(selections["gradcam (magnitude)"]).tolist() == [3, 7]
     positive = np.flatnonzero(selections["gradcam (positive)"]).tolist()
     assert len(positive) == 2 and set(positive) <= {0, 1, 2, 6}  # all tie at 0
-    assert np.flatnonzero(selections["both (union, magnitude)"]).tolist() == [0, 1, 2, 7]
+    assert np.flatnonzero(selections["both (union, magnitude)"]).tolist() == [0, 1, 3, 7]
     assert lowest(torch.arange(8.0), 0.0).sum() == 0
+
+
+def test_without_a_tracked_magnitude_the_magnitude_rows_are_left_out() -> None:
+    importance = torch.tensor([-3.0, -0.1, 0.0, 0.2, 5.0, 1.0, -2.0, 0.05])
+    selections = criterion_selections(torch.arange(8.0), importance, 0.25, 0.25, "signed")
+    assert set(selections) == {
+        "variance",
+        "gradcam (signed)",
+        "gradcam (positive)",
+        "both (union, signed)",
+    }
 
 
 def test_diagnose_runs_on_a_backbone_and_writes_table_json_and_figure(tmp_path: Path) -> None:
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     config = FGMarksConfig(num_classes=4, image_size=32, train_per_class=1, val_per_class=6)
-    tracked = {"variance": torch.arange(8.0), "importance": torch.linspace(-1, 1, 8)}
+    tracked = {
+        "variance": torch.arange(8.0),
+        "importance": torch.linspace(-1, 1, 8),
+        "importance_magnitude": torch.linspace(1, 2, 8),
+    }
     diagnosis = diagnose(backbone, config, 32, tracked=tracked)
     assert set(diagnosis.selections) == {
         "variance",

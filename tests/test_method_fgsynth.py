@@ -112,7 +112,8 @@ def test_defaults_are_filled_into_the_config() -> None:
     cfg = FGSynthMethod.add_and_assert_specific_cfg(cfg)
     assert cfg.method_kwargs.var_fraction == 0.25
     assert cfg.method_kwargs.combine == "union"
-    assert cfg.method_kwargs.decoder_lr is None
+    assert cfg.method_kwargs.decoder_lr == 1e-3
+    assert cfg.method_kwargs.perturbation == "shuffle"
 
 
 @pytest.mark.parametrize(
@@ -241,6 +242,11 @@ def test_training_logs_all_terms_and_trains_encoder_and_decoder(base: str, base_
         "train_synth_criteria_overlap",
         "train_pair_feature_ratio",
         "train_pair_diff_ratio",
+        "train_recon_r2",
+        "train_recon_r2_8px",
+        "train_pair_selectivity",
+        "train_pair_selectivity_control",
+        "train_reencode_correlation",
     ):
         assert name in metrics, name
         assert torch.isfinite(metrics[name]), name
@@ -251,6 +257,27 @@ def test_training_logs_all_terms_and_trains_encoder_and_decoder(base: str, base_
         after = list(model.momentum_backbone.parameters())
         assert any(not torch.equal(b, a) for b, a in zip(momentum_before, after, strict=True))
     assert int(model.fgsynth.statistics.variance_updates) == STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("base", ["byol", "simclr"])
+def test_the_decoder_is_stepped_by_its_own_adam_never_by_the_ssl_optimizer(base: str) -> None:
+    model = build(make_cfg(base, decoder_lr=0.01, decoder_warmup_steps=2))
+    before = [p.detach().clone() for p in model.fgsynth.decoder.parameters()]
+    trainer = make_trainer(max_epochs=1)
+    trainer.fit(model, loader())
+    ssl_parameters = {
+        id(p)
+        for optimizer in trainer.optimizers
+        for g in optimizer.param_groups
+        for p in g["params"]
+    }
+    decoder_parameters = list(model.fgsynth.decoder.parameters())
+    assert not ssl_parameters & {id(p) for p in decoder_parameters}
+    adam = model.fgsynth.decoder_optimizer.optimizer
+    assert all(int(adam.state[p]["step"]) == STEPS_PER_EPOCH for p in decoder_parameters)
+    assert model.fgsynth.decoder_optimizer.lr == pytest.approx(0.01)  # past its 2-step warm-up
+    assert any(not torch.equal(b, a) for b, a in zip(before, decoder_parameters, strict=True))
+    assert all(p.grad is None for p in decoder_parameters)
 
 
 class LossRecorder(Callback):
@@ -483,30 +510,42 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     from solo_fgsynth.methods.fgsynth import FGSynthMethod
 
     cfg = FGSynthMethod.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
-    assert cfg.method_kwargs.fgsynth_version == 2  # in the config, hence in args.json
+    assert cfg.method_kwargs.fgsynth_version == 3  # in the config, hence in args.json
     trainer = make_trainer(1, max_steps=1)
     trainer.fit(build(cfg), loader())
-    path = tmp_path / "v2.ckpt"
+    path = tmp_path / "v3.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint["fgsynth"]["version"] == 2
+    assert checkpoint["fgsynth"]["version"] == 3
     knobs = checkpoint["fgsynth"]["knobs"]
     assert knobs["strength"] == 0.3 and knobs["cam_ranking"] == "magnitude"
     assert knobs["feature_module"] == "layer4" and knobs["recon_to_encoder"] is False
+    assert checkpoint["fgsynth"]["decoder_optimizer"]["steps_taken"] == 1
 
-    old = dict(checkpoint)
-    del old["fgsynth"]
-    torch.save(old, tmp_path / "v1.ckpt")
-    loaded = FGSynthMethod.load_from_checkpoint(str(tmp_path / "v1.ckpt"), cfg=cfg)
+    resumed = build(cfg)
+    make_trainer(3, max_steps=2).fit(resumed, loader(), ckpt_path=path)
+    assert resumed.fgsynth.decoder_optimizer.steps_taken == 2  # Adam resumed, not restarted
+
+    # a version 2 checkpoint: no decoder optimizer state, no per-sample magnitude
+    old = dict(checkpoint, fgsynth={"version": 2, "knobs": knobs})
+    old["state_dict"] = {
+        name: tensor
+        for name, tensor in checkpoint["state_dict"].items()
+        if not name.endswith("importance_magnitude")
+    }
+    torch.save(old, tmp_path / "v2.ckpt")
+    loaded = FGSynthMethod.load_from_checkpoint(str(tmp_path / "v2.ckpt"), cfg=cfg)
     for name, tensor in loaded.state_dict().items():
-        assert torch.equal(tensor, checkpoint["state_dict"][name]), name
-    with pytest.warns(UserWarning, match="resuming an fgsynth version 1 checkpoint"):
-        make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v1.ckpt")
+        if "statistics.importance" not in name:
+            assert torch.equal(tensor, checkpoint["state_dict"][name]), name
+    assert int(loaded.fgsynth.statistics.importance_updates) == 0  # Grad-CAM EMAs restart
+    with pytest.warns(UserWarning, match="resuming an fgsynth version 2 checkpoint"):
+        make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v2.ckpt")
 
-    newer = dict(checkpoint, fgsynth={"version": 3, "knobs": knobs})
-    torch.save(newer, tmp_path / "v3.ckpt")
-    with pytest.raises(RuntimeError, match=r"written by fgsynth version 3.*upgrade"):
-        FGSynthMethod.load_from_checkpoint(str(tmp_path / "v3.ckpt"), cfg=cfg)
+    newer = dict(checkpoint, fgsynth={"version": 4, "knobs": knobs})
+    torch.save(newer, tmp_path / "v4.ckpt")
+    with pytest.raises(RuntimeError, match=r"written by fgsynth version 4.*upgrade"):
+        FGSynthMethod.load_from_checkpoint(str(tmp_path / "v4.ckpt"), cfg=cfg)
 
 
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:
@@ -524,8 +563,10 @@ def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:
         log_every_n_steps=1,
     )
     trainer.fit(build(make_cfg("simclr", log_pairs_every_n_epochs=1)), loader())
-    # epoch 0's first step has no statistics yet, so no pairs: the first grid is epoch 1's
-    assert sorted(p.name for p in Path(logger.log_dir, "pairs").iterdir()) == ["epoch=1.png"]
+    # epoch 0's first step has no statistics yet, so its grid comes from its first step with
+    # pairs (the second); one grid an epoch
+    names = sorted(p.name for p in Path(logger.log_dir, "pairs").iterdir())
+    assert names == ["epoch=0.png", "epoch=1.png"]
 
 
 def test_overflowing_mixed_precision_steps_never_reach_the_statistics() -> None:
@@ -572,3 +613,90 @@ def test_without_pairs_the_backbone_trains_exactly_as_its_stock_base(base: str) 
     trained = dict(stock.backbone.named_parameters())
     for name, tensor in with_decoder.backbone.named_parameters():
         torch.testing.assert_close(tensor, trained[name], rtol=0, atol=1e-6, msg=name)
+
+
+class BackboneGradients(Callback):
+    """Keeps the backbone's gradients of the last backward."""
+
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def on_after_backward(self, trainer: Trainer, module: LightningModule) -> None:
+        self.grads = {
+            name: p.grad.detach().clone()
+            for name, p in module.backbone.named_parameters()
+            if p.grad is not None
+        }
+
+
+@pytest.mark.parametrize("base", ["byol", "simclr"])
+def test_pairs_change_the_backbone_gradient_by_exactly_nu_times_the_pair_loss_gradient(
+    base: str,
+) -> None:
+    """Step 1 warms the statistics (no pairs yet); at step 2 the run with pairs differs from
+    the run without by ``nu * dL_Cp/dtheta``, computed from the very pair loss it used."""
+    nu = 1.7
+    recorded: dict[str, torch.Tensor] = {}
+    runs = {}
+    for fraction in (0.5, 0.0):
+        torch.manual_seed(0)
+        model = build(make_cfg(base, synth_fraction=fraction, nu=nu))
+        if fraction:
+            stock_pair_loss = model.pair_loss
+
+            def pair_loss(view_a, view_b, model=model, stock=stock_pair_loss):
+                loss = stock(view_a, view_b)
+                parameters = dict(model.backbone.named_parameters())
+                grads = torch.autograd.grad(
+                    nu * loss, list(parameters.values()), retain_graph=True, allow_unused=True
+                )
+                recorded.update(
+                    {n: g for n, g in zip(parameters, grads, strict=True) if g is not None}
+                )
+                return loss
+
+            model.pair_loss = pair_loss
+        probe = BackboneGradients()
+        torch.manual_seed(1)
+        make_trainer(1, callbacks=[probe], max_steps=2).fit(model, loader())
+        runs[fraction] = probe.grads
+    assert recorded, "the run with pairs computed no pair loss"
+    for name, with_pairs in runs[0.5].items():
+        expected = runs[0.0][name] + recorded.get(name, torch.zeros_like(with_pairs))
+        torch.testing.assert_close(with_pairs, expected, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(g.abs().sum() > 0 for g in recorded.values())
+
+
+def _byol_reference_pair_loss(model, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+    """BYOL written out: the online prediction of each view against the other's momentum target."""
+
+    def online(x: torch.Tensor) -> torch.Tensor:
+        return model.predictor(model.projector(model.backbone(x)))
+
+    def target(x: torch.Tensor) -> torch.Tensor:
+        return model.momentum_projector(model.momentum_backbone(x))
+
+    def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        p, z = torch.nn.functional.normalize(p, dim=1), torch.nn.functional.normalize(z, dim=1)
+        return (2 - 2 * (p * z).sum(dim=1)).mean()
+
+    return negative_cosine(online(view_a), target(view_b)) + negative_cosine(
+        online(view_b), target(view_a)
+    )
+
+
+def test_byol_pair_loss_equals_the_written_out_loss_and_crosses_the_views() -> None:
+    torch.manual_seed(0)
+    model = build(make_cfg("byol")).eval()  # eval: each image normalised on its own
+    with torch.no_grad():  # momentum networks differ from the online ones, as after training
+        for p in model.momentum_backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    view_a, view_b = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    ours = model.pair_loss(view_a, view_b)
+    reference = _byol_reference_pair_loss(model, view_a, view_b)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    uncrossed = (
+        _byol_reference_pair_loss(model, view_a, view_a) / 2
+        + _byol_reference_pair_loss(model, view_b, view_b) / 2
+    )
+    assert not torch.allclose(ours, uncrossed, atol=1e-4)

@@ -125,3 +125,42 @@ def test_statistics_receive_the_batch_mean_importance() -> None:
     stats.update()
     expected = (-grad.mean(dim=(2, 3)) * feature_map.mean(dim=(2, 3))).mean(0)
     assert torch.allclose(stats.importance, expected.detach(), atol=1e-7)
+
+
+def test_magnitude_ranking_reads_per_sample_magnitudes_where_the_batch_mean_cancels() -> None:
+    # A = the input (1x1 identity conv), z = GAP(A), embedding = z: dL/dz_k = 2 (z_k - t_k).
+    layer4 = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        layer4.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+    encoder = nn.Sequential(layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    images = torch.ones(2, 3, 4, 4)
+    # dim 0: the two samples' contributions are equal and opposite (batch mean 0) and large;
+    # dims 1 and 2: small contributions of one sign.
+    targets = torch.tensor([[3.0, 0.9, 0.8], [-1.0, 0.9, 0.8]])
+    stats = DimensionStatistics(num_dims=3, momentum=0.9)
+    tap = FeatureMapTap(stats.observe_features, stats.observe_importance)
+    tap.attach(layer4)
+    with tap.capture():
+        per_sample_loss(encoder(images), targets).sum().backward()
+    stats.update()
+
+    per_image = []
+    for image, target in zip(images, targets, strict=True):
+        cam_target = [lambda output, t=target: -(output - t).square().sum()]
+        with GradCAM(model=encoder, target_layers=[layer4]) as cam:
+            cam(input_tensor=image[None], targets=cam_target)
+            activations = torch.as_tensor(cam.activations_and_grads.activations[0])
+            grads = torch.as_tensor(cam.activations_and_grads.gradients[0])
+            weights = cam.get_cam_weights(
+                image[None], layer4, cam_target, activations.numpy(), grads.numpy()
+            )
+        per_image.append(torch.as_tensor(weights)[0] * activations.mean(dim=(2, 3))[0])
+    library = torch.stack(per_image)
+
+    assert float(stats.importance[0]) == pytest.approx(0.0, abs=1e-7)
+    assert torch.allclose(stats.importance, library.mean(0).float(), atol=1e-6)
+    assert torch.allclose(stats.importance_magnitude, library.abs().mean(0).float(), atol=1e-6)
+    assert int(stats.importance_magnitude.argmax()) == 0
+    # by magnitude dim 0 is the most important; |batch mean| would call it the least
+    assert int(stats.cam_scores("magnitude").argmin()) != 0
+    assert int(stats.importance.abs().argmin()) == 0

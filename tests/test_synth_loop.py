@@ -94,6 +94,14 @@ def test_pairs_follow_synth_fraction_start_epoch_and_differ_only_in_selected_dim
     assert view_a.shape == view_b.shape == (3, 3, 16, 16)  # round(0.25 * 12) rows
     assert not view_a.requires_grad and not view_b.requires_grad
     assert out.metrics()["synth_selected_dims"] == out.selection.size > 0
+    # z' equals z bit for bit on every kept dim and differs on every selected one
+    mask, source = out.selection.mask, out.features[out.subset]
+    assert torch.equal(out.perturbed[:, ~mask], source[:, ~mask])
+    assert (out.perturbed[:, mask] != source[:, mask]).all()
+    # and the pair is exactly (D(z), D(z')) of those two feature rows
+    with torch.no_grad():
+        assert torch.allclose(view_a, synth.decoder(source), atol=1e-6)
+        assert torch.allclose(view_b, synth.decoder(out.perturbed), atol=1e-6)
 
 
 def test_synth_grad_to_decoder_lets_the_pair_loss_train_the_decoder() -> None:

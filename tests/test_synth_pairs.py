@@ -16,7 +16,9 @@ from solo_fgsynth.synth import (
     measure_pairs,
     pair_diff_ratio,
     pair_feature_ratio,
+    pair_selectivity,
     pairs_grid,
+    recon_r2,
     save_pairs_png,
 )
 
@@ -29,6 +31,7 @@ def _ready_synth(variance: torch.Tensor, importance: torch.Tensor, **knobs: obje
     synth = FGSynth(DIMS, 16, config)
     synth.statistics.variance.copy_(variance)
     synth.statistics.importance.copy_(importance)
+    synth.statistics.importance_magnitude.copy_(importance.abs())
     synth.statistics.variance_updates.fill_(1)
     synth.statistics.importance_updates.fill_(1)
     return synth
@@ -55,15 +58,36 @@ def test_forward_pairs_are_decoded_z_of_the_subset_and_decoded_z_prime() -> None
         assert torch.allclose(out.pair[1][row], decoded_alone, atol=1e-5)
 
 
-def test_noise_is_sized_by_the_median_std_of_all_dims_not_each_selected_dims_own() -> None:
+def test_noise_is_sized_by_each_selected_dims_own_tracked_std() -> None:
+    variance = torch.tensor([0.25, 1.0, 4.0, 4.5, 2.0, 9.0, 3.0, 5.0])
     synth = _ready_synth(
-        VARIANCE, IMPORTANCE, synth_fraction=1.0, var_fraction=0.25, cam_fraction=0.0
+        variance,
+        IMPORTANCE,
+        synth_fraction=1.0,
+        var_fraction=0.25,
+        cam_fraction=0.0,
+        perturbation="noise",
+        strength=0.5,
     )
     z = torch.zeros(20000, DIMS)
     perturbed, selection = synth.perturb(z)
-    assert selection.mask.nonzero().flatten().tolist() == [0, 2]  # std 0.001 each
-    assert float(synth.noise_scale) == 1.0  # median of the std [.001, 1, .001, 2, 1, 3, 1, 1]
-    assert perturbed[:, [0, 2]].std(dim=0).tolist() == pytest.approx([0.5, 0.5], rel=0.03)
+    assert selection.mask.nonzero().flatten().tolist() == [0, 1]  # the two lowest variances
+    assert synth.noise_scale.tolist() == pytest.approx(variance.sqrt().tolist())
+    # strength 0.5 x own std (0.5 and 1.0): 0.25 and 0.5
+    assert perturbed[:, [0, 1]].std(dim=0).tolist() == pytest.approx([0.25, 0.5], rel=0.03)
+    assert torch.equal(perturbed[:, 2:], z[:, 2:])
+
+
+def test_shuffle_is_the_default_and_takes_the_selected_values_of_another_sample() -> None:
+    assert FGSynthConfig().perturbation == "shuffle" and FGSynthConfig().strength == 1.0
+    synth = _ready_synth(VARIANCE, IMPORTANCE, var_fraction=0.25, cam_fraction=0.0)
+    z = torch.arange(5 * DIMS, dtype=torch.float32).view(5, DIMS)
+    perturbed, selection = synth.perturb(z, generator=torch.Generator().manual_seed(0))
+    mask = selection.mask
+    for row in range(5):
+        sources = [other for other in range(5) if torch.equal(perturbed[row, mask], z[other, mask])]
+        assert sources and sources[0] != row  # a real sample's own values, not this row's
+    assert torch.equal(perturbed[:, ~mask], z[:, ~mask])
 
 
 def test_a_single_synthesized_row_with_shuffle_works() -> None:
@@ -85,17 +109,34 @@ def test_pair_ratios_on_constructed_values() -> None:
     assert pair_diff_ratio(images, shifted, rows=torch.tensor([0])) == pytest.approx(0.125)
 
 
-def test_measure_pairs_matches_the_ratio_functions() -> None:
+def test_measure_pairs_matches_the_quality_functions_on_one_encoding() -> None:
+    torch.manual_seed(0)
     synth = _ready_synth(VARIANCE, IMPORTANCE, var_fraction=0.25)
-    z = torch.randn(10, DIMS)
-    measured = measure_pairs(synth, z, generator=torch.Generator().manual_seed(1))
-    perturbed, _ = synth.perturb(z, generator=torch.Generator().manual_seed(1))
-    assert measured.pair_feature_ratio == pair_feature_ratio(z, perturbed)
+    encoder = nn.Sequential(nn.Conv2d(3, DIMS, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    images = torch.randn(10, 3, 16, 16)
+    measured = measure_pairs(synth, encoder, images, generator=torch.Generator().manual_seed(1))
+    z = encoder(images)
+    generator = torch.Generator().manual_seed(1)
+    perturbed, selection = synth.perturb(z, generator=generator)
+    decoded, decoded_perturbed = synth.decoder(z), synth.decoder(perturbed)
+    assert measured.pair_feature_ratio == pytest.approx(pair_feature_ratio(z, perturbed))
+    assert measured.pair_diff_ratio == pytest.approx(pair_diff_ratio(decoded, decoded_perturbed))
+    assert measured.recon_r2 == pytest.approx(recon_r2(decoded, images))
+    assert measured.recon_r2_8px == pytest.approx(recon_r2(decoded, images, 8))
+    expected = pair_selectivity(encoder(decoded), encoder(decoded_perturbed), selection.mask)
+    assert measured.pair_selectivity == pytest.approx(expected, rel=1e-5)
+    assert measured.selected_dims == int(selection.mask.sum())
     assert measured.decoded_perturbed.shape == (10, 3, 16, 16)
-    assert measured.pair_diff_ratio == pytest.approx(
-        pair_diff_ratio(synth.decoder(z), synth.decoder(perturbed))
-    )
-    assert set(measured.ratios()) == {"pair_feature_ratio", "pair_diff_ratio"}
+    assert set(measured.numbers()) == {
+        "pair_feature_ratio",
+        "pair_diff_ratio",
+        "recon_r2",
+        "recon_r2_8px",
+        "pair_selectivity",
+        "pair_selectivity_control",
+        "reencode_correlation",
+        "selected_dims",
+    }
 
 
 def test_pairs_png_has_one_row_per_image_and_four_columns(tmp_path: Path) -> None:

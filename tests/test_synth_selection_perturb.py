@@ -10,6 +10,7 @@ from solo_fgsynth.synth import (
     lowest_fraction_mask,
     partner_indices,
     perturb_features,
+    ranking_scores,
     select_dimensions,
 )
 
@@ -74,19 +75,20 @@ def test_random_selection_has_the_size_of_the_criteria_selection() -> None:
 
 @pytest.mark.parametrize(
     ("ranking", "expected"),
-    [("magnitude", [0, 3]), ("signed", [1, 2]), ("positive", [1, 2])],
+    [("magnitude", [4, 5]), ("signed", [1, 2]), ("positive", [1, 2])],
 )
 def test_cam_ranking_decides_which_importances_count_as_least(
     ranking: str, expected: list[int]
 ) -> None:
-    importance = torch.tensor([0.01, -5.0, -3.0, 0.02, 4.0, 6.0, 7.0, 8.0])
+    signed = torch.tensor([0.01, -5.0, -3.0, 0.02, 4.0, 6.0, 7.0, 8.0])
+    # per-sample magnitudes: dims 0 and 3 have near-zero means of large, mixed-sign values
+    magnitude = torch.tensor([9.0, 5.0, 3.0, 9.0, 0.5, 0.6, 7.0, 8.0])
     selection = select_dimensions(
         VARIANCE,
-        importance,
+        ranking_scores(signed, magnitude, ranking),
         var_fraction=0.0,
         cam_fraction=0.25,
         criterion="gradcam",
-        cam_ranking=ranking,
     )
     assert selection.mask.nonzero().flatten().tolist() == expected
 
@@ -161,10 +163,23 @@ def test_noise_has_one_std_on_every_selected_dim_strength_times_scale() -> None:
     assert perturbed.std(dim=0).tolist() == pytest.approx([2.0, 2.0, 0.0], rel=0.03, abs=1e-9)
 
 
-def test_noise_without_a_scale_is_rejected() -> None:
-    with pytest.raises(ValueError, match="needs one scale"):
+def test_noise_with_a_per_dim_scale_gives_each_selected_dim_its_own_std() -> None:
+    features = torch.zeros(20000, 3)
+    mask = torch.tensor([True, True, False])
+    scale = torch.tensor([1.0, 4.0, 9.0])
+    perturbed = perturb_features(features, mask, mode="noise", strength=0.5, scale=scale)
+    assert perturbed.std(dim=0).tolist() == pytest.approx([0.5, 2.0, 0.0], rel=0.03, abs=1e-9)
+
+
+@pytest.mark.parametrize("scale", [None, torch.ones(2)])
+def test_noise_without_a_fitting_scale_is_rejected(scale: torch.Tensor | None) -> None:
+    with pytest.raises(ValueError, match=r"needs a scale: one number or one per dimension \(3,\)"):
         perturb_features(
-            torch.randn(2, 3), torch.ones(3, dtype=torch.bool), mode="noise", strength=1
+            torch.randn(2, 3),
+            torch.ones(3, dtype=torch.bool),
+            mode="noise",
+            strength=1,
+            scale=scale,
         )
 
 
@@ -192,7 +207,12 @@ def test_partners_are_never_the_row_itself_and_uniform_over_the_others() -> None
         ({"criterion": "entropy"}, r"criterion='entropy' is not supported: allowed are both, "),
         ({"combine": "xor"}, r"combine='xor' is not supported: allowed are union, intersection"),
         ({"perturbation": "blur"}, r"perturbation='blur' is not supported"),
-        ({"strength": 0.0}, r"strength=0\.0 is out of range for perturbation 'noise'"),
+        (
+            {"perturbation": "noise", "strength": 0.0},
+            r"strength=0\.0 is out of range for perturbation 'noise'",
+        ),
+        ({"decoder_lr": 0}, r"decoder_lr=0 is out of range: allowed is a finite number > 0"),
+        ({"decoder_warmup_steps": -1}, r"decoder_warmup_steps=-1 is out of range"),
         ({"perturbation": "shuffle", "strength": 1.5}, r"allowed is \(0, 1\]"),
         ({"alpha": -1.0}, r"alpha=-1\.0 is out of range"),
         ({"ema_momentum": 1.0}, r"ema_momentum=1\.0 is out of range: allowed is \[0, 1\)"),

@@ -23,12 +23,14 @@ def test_first_update_sets_and_later_updates_follow_the_ema_formula() -> None:
     # unbiased variances of the columns of `first`: [4, 3]
     assert torch.allclose(stats.variance, torch.tensor([4.0, 3.0]))
     assert torch.allclose(stats.importance, torch.tensor([2.0, -2.0]))
+    assert torch.allclose(stats.importance_magnitude, torch.tensor([2.0, 2.0]))
     stats.observe_features(second)
     stats.observe_importance(torch.tensor([[0.0, 4.0]]))
     stats.update()
     # second batch variances [2, 0]; EMA: 0.9 * old + 0.1 * new
     assert torch.allclose(stats.variance, torch.tensor([0.9 * 4 + 0.1 * 2, 0.9 * 3 + 0.1 * 0]))
     assert torch.allclose(stats.importance, torch.tensor([0.9 * 2 + 0.0, 0.9 * -2 + 0.4]))
+    assert torch.allclose(stats.importance_magnitude, torch.tensor([0.9 * 2, 0.9 * 2 + 0.4]))
     assert int(stats.variance_updates) == 2 and int(stats.importance_updates) == 2
 
 
@@ -131,3 +133,30 @@ def test_config_momentum_reaches_the_statistics() -> None:
 
     synth = FGSynth(feature_dim=8, crop_size=16, config=FGSynthConfig(ema_momentum=0.5))
     assert synth.statistics.momentum == 0.5
+
+
+def test_per_sample_magnitude_is_tracked_where_the_signed_mean_cancels() -> None:
+    stats = DimensionStatistics(num_dims=2, momentum=0.5)
+    stats.observe_importance(torch.tensor([[5.0, 0.1], [-5.0, 0.1]]))
+    stats.update()
+    assert stats.importance.tolist() == pytest.approx([0.0, 0.1])
+    assert stats.importance_magnitude.tolist() == pytest.approx([5.0, 0.1])
+    assert stats.cam_scores("magnitude").tolist() == pytest.approx([5.0, 0.1])
+    assert stats.cam_scores("signed").tolist() == pytest.approx([0.0, 0.1])
+
+
+def test_a_state_without_the_magnitude_loads_and_restarts_the_gradcam_emas() -> None:
+    old = DimensionStatistics(num_dims=3, momentum=0.5)
+    old.observe_features(torch.randn(4, 3))
+    old.observe_importance(torch.randn(4, 3))
+    old.update()
+    state = old.state_dict()
+    del state["importance_magnitude"]
+    stats = DimensionStatistics(num_dims=3, momentum=0.5)
+    stats.load_state_dict(state)
+    assert torch.equal(stats.variance, old.variance) and int(stats.variance_updates) == 1
+    assert int(stats.importance_updates) == 0 and not stats.ready
+    stats.observe_importance(torch.tensor([[1.0, -2.0, 3.0]]))
+    stats.update()
+    assert stats.importance.tolist() == [1.0, -2.0, 3.0]  # set afresh, not blended
+    assert stats.importance_magnitude.tolist() == [1.0, 2.0, 3.0]

@@ -14,6 +14,7 @@ from solo_fgsynth._io import atomic_write_json, atomic_write_text, read_training
 from solo_fgsynth.data.fgmarks import FGMarksConfig
 from solo_fgsynth.diagnose.analysis import Diagnosis, diagnose, markdown, plot
 from solo_fgsynth.errors import UserError
+from solo_fgsynth.synth.stats import TRACKED_STATISTICS
 
 __all__ = ["Diagnosis", "diagnose", "main", "write_diagnosis"]
 
@@ -81,8 +82,9 @@ def diagnose_checkpoint(ckpt: Path, args_path: Path | None = None) -> Diagnosis:
     tracked = None
     if "fgsynth.statistics.variance" in state:
         tracked = {
-            "variance": state["fgsynth.statistics.variance"],
-            "importance": state["fgsynth.statistics.importance"],
+            name: state[f"fgsynth.statistics.{name}"]
+            for name in TRACKED_STATISTICS
+            if f"fgsynth.statistics.{name}" in state
         }
     try:
         fgmarks = FGMarksConfig.from_mapping(recipe["data"].get("fgmarks"))

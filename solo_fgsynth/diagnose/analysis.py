@@ -17,20 +17,38 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from solo_fgsynth.data.fgmarks import FGMarksConfig, sample_scenes
+from solo_fgsynth.data.fgmarks import FGMarksConfig, SceneBatch, sample_scenes
 from solo_fgsynth.data.fgmarks_render import render
 from solo_fgsynth.data.views import eval_transform
 from solo_fgsynth.diagnose.factors import NUISANCES, dominant_factors, factor_scores
 from solo_fgsynth.synth.config import CAM_RANKINGS
 from solo_fgsynth.synth.selection import lowest_fraction_mask, ranking_scores
 
+NULL_SEED = 0
+NULL_ROW = "pure-noise dims (null)"
+
+
+def null_scores(scenes: SceneBatch, num_dims: int, seed: int = NULL_SEED) -> dict[str, np.ndarray]:
+    """Factor scores of ``num_dims`` dims of i.i.d. Gaussian noise over the same scenes.
+
+    The null of every share: the best of 13 nuisance scores beats one label score for most
+    pure-noise dims, so a share of nuisance-dominated dims means something only above this.
+    """
+    noise = np.random.default_rng(seed).standard_normal((len(scenes), num_dims))
+    return factor_scores(noise, scenes)
+
 
 @dataclass
 class Diagnosis:
-    """Per-dimension factor scores and each criterion's selection (boolean masks over dims)."""
+    """Per-dimension factor scores and each criterion's selection (boolean masks over dims).
+
+    ``null`` holds the scores of as many pure-noise dims over the same images (their row,
+    ``pure-noise dims (null)``, is what the shares are read against).
+    """
 
     scores: dict[str, np.ndarray]
     selections: dict[str, np.ndarray] = field(default_factory=dict)
+    null: dict[str, np.ndarray] | None = None
 
     @property
     def nuisance_dominated(self) -> np.ndarray:
@@ -38,23 +56,15 @@ class Diagnosis:
         return dominant_factors(self.scores)[2]
 
     def rows(self) -> list[dict[str, float | int | str]]:
-        """One row per criterion, plus ``all dims`` (the expectation of a random selection)."""
-        dominated = self.nuisance_dominated
-        label = self.scores["label"]
-        best_nuisance = dominant_factors(self.scores)[0]
-        everything = np.ones_like(dominated)
-        rows = []
-        for name, mask in {"all dims (= random)": everything, **self.selections}.items():
-            picked = int(mask.sum())
-            rows.append(
-                {
-                    "criterion": name,
-                    "dims": picked,
-                    "nuisance_dominated_share": float(dominated[mask].mean()) if picked else 0.0,
-                    "mean_label_score": float(label[mask].mean()) if picked else 0.0,
-                    "mean_nuisance_score": float(best_nuisance[mask].mean()) if picked else 0.0,
-                }
-            )
+        """One row per criterion, plus ``all dims`` (the expectation of a random selection)
+        and, when measured, the pure-noise null."""
+        everything = np.ones_like(self.nuisance_dominated)
+        rows = [
+            _row(name, mask, self.scores)
+            for name, mask in {"all dims (= random)": everything, **self.selections}.items()
+        ]
+        if self.null is not None:
+            rows.append(_row(NULL_ROW, np.ones_like(self.null["label"], dtype=bool), self.null))
         return rows
 
     def to_dict(self) -> dict:
@@ -75,10 +85,25 @@ class Diagnosis:
         }
 
 
+def _row(
+    name: str, mask: np.ndarray, scores: dict[str, np.ndarray]
+) -> dict[str, float | int | str]:
+    """One table row: how many dims ``mask`` picks, their nuisance-dominated share, mean scores."""
+    best_nuisance, _, dominated = dominant_factors(scores)
+    picked = int(mask.sum())
+    return {
+        "criterion": name,
+        "dims": picked,
+        "nuisance_dominated_share": float(dominated[mask].mean()) if picked else 0.0,
+        "mean_label_score": float(scores["label"][mask].mean()) if picked else 0.0,
+        "mean_nuisance_score": float(best_nuisance[mask].mean()) if picked else 0.0,
+    }
+
+
 @torch.no_grad()
 def validation_features(
     backbone: nn.Module, fgmarks: FGMarksConfig, crop_size: int, batch_size: int = 256
-) -> tuple[np.ndarray, object]:
+) -> tuple[np.ndarray, SceneBatch]:
     """Eval-mode pooled features of fgmarks' validation split, and its scenes (the factors)."""
     scenes = sample_scenes(fgmarks, "val")
     images = render(scenes, fgmarks)
@@ -107,16 +132,27 @@ def criterion_selections(
     var_fraction: float,
     cam_fraction: float,
     cam_ranking: str = "magnitude",
+    importance_magnitude: Tensor | None = None,
 ) -> dict[str, np.ndarray]:
-    """The dims each criterion picks: variance, Grad-CAM under every ranking, and their union."""
+    """The dims each criterion picks: variance, Grad-CAM under every ranking, and their union.
+
+    ``importance`` is the tracked signed mean ``E[alpha_k z_k]``, ``importance_magnitude`` the
+    tracked ``E[|alpha_k z_k|]``; a checkpoint of before the magnitude was tracked has no
+    ``magnitude`` ranking, so its rows are left out.
+    """
     selections = {"variance": lowest(variance, var_fraction)}
     if importance is not None:
+        signed = torch.as_tensor(importance)
         for ranking in CAM_RANKINGS:
-            scores = ranking_scores(torch.as_tensor(importance), ranking)
+            if ranking == "magnitude" and importance_magnitude is None:
+                continue
+            magnitude = signed if importance_magnitude is None else importance_magnitude
+            scores = ranking_scores(signed, torch.as_tensor(magnitude), ranking)
             selections[f"gradcam ({ranking})"] = lowest(scores, cam_fraction)
-        selections[f"both (union, {cam_ranking})"] = (
-            selections["variance"] | selections[f"gradcam ({cam_ranking})"]
-        )
+        if f"gradcam ({cam_ranking})" in selections:
+            selections[f"both (union, {cam_ranking})"] = (
+                selections["variance"] | selections[f"gradcam ({cam_ranking})"]
+            )
     return selections
 
 
@@ -131,15 +167,22 @@ def diagnose(
 ) -> Diagnosis:
     """Score ``backbone``'s dims on fgmarks' val split and evaluate the criteria's selections.
 
-    ``tracked`` holds an fgsynth run's EMA ``variance`` and ``importance``; without it (a stock
-    run) the variance criterion uses the validation features' own variance, and there is no
-    Grad-CAM criterion.
+    ``tracked`` holds an fgsynth run's EMA ``variance``, ``importance`` and (since it is
+    tracked) ``importance_magnitude``; without it (a stock run) the variance criterion uses the
+    validation features' own variance, and there is no Grad-CAM criterion.
     """
     features, scenes = validation_features(backbone, fgmarks, crop_size)
-    diagnosis = Diagnosis(scores=factor_scores(features, scenes))
+    diagnosis = Diagnosis(
+        scores=factor_scores(features, scenes), null=null_scores(scenes, features.shape[1])
+    )
     if tracked is not None:
         selections = criterion_selections(
-            tracked["variance"], tracked["importance"], var_fraction, cam_fraction, cam_ranking
+            tracked["variance"],
+            tracked["importance"],
+            var_fraction,
+            cam_fraction,
+            cam_ranking,
+            tracked.get("importance_magnitude"),
         )
     else:
         val_variance = torch.as_tensor(features).var(dim=0)

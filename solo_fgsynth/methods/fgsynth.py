@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from solo_fgsynth.errors import ConfigValueError
 from solo_fgsynth.methods.pair_images import log_pair_grid
-from solo_fgsynth.synth import FGSYNTH_VERSION, FGSynth, FGSynthConfig, frozen_batchnorm_statistics
+from solo_fgsynth.synth import (
+    FGSYNTH_VERSION,
+    FGSynth,
+    FGSynthConfig,
+    frozen_batchnorm_statistics,
+    measure_pairs,
+)
 from solo_fgsynth.synth.config import check_choice, check_int_at_least
 
 BASES = ("byol", "simclr", "mocov2plus")
@@ -36,7 +42,6 @@ BASE_METHOD_KEYS = {
 }
 ADAPTER_KEYS = (
     "base",
-    "decoder_lr",
     "feature_module",
     "log_pairs_every_n_epochs",
     "fgsynth_version",
@@ -112,13 +117,6 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     kwargs.base = base
     for key, value in config.to_dict().items():
         kwargs[key] = value
-    decoder_lr = kwargs.get("decoder_lr")
-    if decoder_lr is not None and not (isinstance(decoder_lr, int | float) and decoder_lr > 0):
-        raise ValueError(
-            f"method_kwargs.decoder_lr={decoder_lr!r} is out of range: allowed is null "
-            "(use optimizer.lr) or a number > 0"
-        )
-    kwargs.decoder_lr = decoder_lr
     feature_module = kwargs.get("feature_module")
     if feature_module is not None and (not isinstance(feature_module, str) or not feature_module):
         raise ValueError(
@@ -148,7 +146,6 @@ def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
     knobs = FGSynthConfig.from_mapping(dict(kwargs)).to_dict()
     knobs.update(
         base=kwargs.get("base", "byol"),
-        decoder_lr=kwargs.get("decoder_lr"),
         feature_module=kwargs.get("feature_module")
         or default_feature_module(str(cfg.backbone.name)),
         log_pairs_every_n_epochs=kwargs.get(
@@ -180,21 +177,11 @@ class FGSynthMixin:
         self.fgsynth.attach(
             feature_map_module(self.backbone, self.knobs["feature_module"], backbone_name)
         )
-        self.decoder_lr: float = cfg.method_kwargs.decoder_lr or cfg.optimizer.lr
         self.image_mean = list(view.get("mean", IMAGENET_DEFAULT_MEAN))
         self.image_std = list(view.get("std", IMAGENET_DEFAULT_STD))
         self._first_view: tuple[Tensor, Tensor] | None = None
         self._step_grad_scale = 1.0
-
-    @property
-    def learnable_params(self) -> list[dict[str, Any]]:
-        """The base method's parameter groups plus the decoder's."""
-        decoder_group = {
-            "name": "fgsynth_decoder",
-            "params": self.fgsynth.decoder.parameters(),
-            "lr": self.decoder_lr,
-        }
-        return [*super().learnable_params, decoder_group]  # type: ignore[misc]
+        self._pairs_logged_epoch: int | None = None
 
     def _grad_scale(self) -> float:
         """The loss scale of mixed precision's gradient scaler this step (1.0 without one)."""
@@ -233,35 +220,64 @@ class FGSynthMixin:
             with frozen_batchnorm_statistics(self):  # type: ignore[arg-type]
                 pair_loss = self.pair_loss(*out.pair)  # type: ignore[attr-defined]
         metrics = {"train_recon_loss": out.recon_loss.detach()}
-        metrics.update({f"train_{name}": value for name, value in out.metrics().items()})
+        metrics.update({f"train_{name}": value for name, value in out.metrics(views).items()})
         if pair_loss is not None:
             metrics["train_synth_pair_loss"] = pair_loss.detach()
-        self.log_dict(metrics, on_step=True, on_epoch=True, sync_dist=True)  # type: ignore[attr-defined]
         every = self.knobs["log_pairs_every_n_epochs"]
-        if out.subset is not None and batch_idx == 0 and every > 0 and epoch % every == 0:
+        first_pairs_of_epoch = out.subset is not None and self._pairs_logged_epoch != epoch
+        if first_pairs_of_epoch and every > 0 and epoch % every == 0:
+            self._pairs_logged_epoch = epoch
             log_pair_grid(self, views[out.subset], *out.pair, self.image_mean, self.image_std)  # type: ignore[misc, arg-type]
+            metrics.update(self._pair_selectivity(views))
+        self.log_dict(metrics, on_step=True, on_epoch=True, sync_dist=True)  # type: ignore[attr-defined]
         step = self.global_step  # type: ignore[attr-defined]
         return self.fgsynth.total_loss(base_loss, out.recon_loss, pair_loss, step=step)
 
-    def on_train_batch_end(self, outputs: Any, batch: Sequence[Any], batch_idx: int) -> None:
-        """After the optimizer step: the stock hook, then fold the step into the statistics.
+    def _pair_selectivity(self, views: Tensor) -> dict[str, float]:
+        """Selectivity of this batch's pairs and its random-dims control, re-encoded as trained.
 
-        A step whose optimizer step the gradient scaler skipped (its scale went down) is
-        discarded, as is one with a non-finite importance.
+        Train-mode backbone with its BatchNorm statistics left alone; measured on the first
+        step with pairs of each epoch that logs a pair grid (one extra encoder pass over the
+        batch and three over decodes).
+        """
+        with frozen_batchnorm_statistics(self.backbone):  # type: ignore[arg-type]
+            measured = measure_pairs(self.fgsynth, self.backbone, views.detach())
+        return {
+            f"train_{name}": measured.numbers()[name]
+            for name in ("pair_selectivity", "pair_selectivity_control", "reencode_correlation")
+        }
+
+    def on_train_batch_end(self, outputs: Any, batch: Sequence[Any], batch_idx: int) -> None:
+        """After the optimizer step: the stock hook, the decoder's own step, the statistics.
+
+        The SSL optimizer does not hold the decoder (solo-learn builds it from the base
+        method's ``learnable_params``); the decoder steps here on the gradients of the same
+        backward. A step whose optimizer step the gradient scaler skipped (its scale went
+        down) is discarded, as is one with a non-finite importance.
         """
         super().on_train_batch_end(outputs, batch, batch_idx)  # type: ignore[misc]
+        self.fgsynth.step_decoder(grad_scale=self._step_grad_scale)
+        self.log("train_decoder_lr", self.fgsynth.decoder_optimizer.lr, on_step=True)  # type: ignore[attr-defined]
         skipped = self._grad_scale() < self._step_grad_scale
         self.fgsynth.update_statistics(skip=skipped)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the method version and the effective knobs beside the weights."""
+        """Record the method version, the effective knobs and the decoder's optimizer state."""
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-        checkpoint["fgsynth"] = {"version": FGSYNTH_VERSION, "knobs": dict(self.knobs)}
+        checkpoint["fgsynth"] = {
+            "version": FGSYNTH_VERSION,
+            "knobs": dict(self.knobs),
+            "decoder_optimizer": self.fgsynth.decoder_optimizer.state_dict(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a newer version; warn when resuming training from an older one."""
+        """Refuse a newer version; warn when resuming training from an older one.
+
+        The decoder's optimizer state is restored when the checkpoint has one.
+        """
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
-        version = checkpoint.get("fgsynth", {}).get("version", 1)
+        saved = checkpoint.get("fgsynth", {})
+        version = saved.get("version", 1)
         if version > FGSYNTH_VERSION:
             raise RuntimeError(
                 f"this checkpoint was written by fgsynth version {version}; this solo-fgsynth "
@@ -271,10 +287,12 @@ class FGSynthMixin:
             rank_zero_warn(
                 f"resuming an fgsynth version {version} checkpoint with version "
                 f"{FGSYNTH_VERSION}: the weights and statistics load, but the knobs now mean "
-                "something else (noise in units of the median tracked std, Grad-CAM ranked by "
-                "magnitude, pair forward leaving BatchNorm statistics alone); the rest of the "
-                "run is not the run that was started"
+                "something else (Grad-CAM ranked by the mean per-sample magnitude, noise scaled "
+                "per dimension, the decoder trained by its own Adam at decoder_lr); the rest of "
+                "the run is not the run that was started"
             )
+        if "decoder_optimizer" in saved:
+            self.fgsynth.decoder_optimizer.load_state_dict(saved["decoder_optimizer"])
 
 
 class FGSynthBYOL(FGSynthMixin, BYOL):

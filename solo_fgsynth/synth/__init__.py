@@ -1,18 +1,30 @@
 """The toolkit-agnostic FGSynth core: plain PyTorch, usable from any training loop."""
 
 from solo_fgsynth.synth.config import FGSYNTH_VERSION, FGSynthConfig
-from solo_fgsynth.synth.decoder import FeatureDecoder, decoder_plan, reconstruction_loss
+from solo_fgsynth.synth.decoder import (
+    DecoderOptimizer,
+    FeatureDecoder,
+    decoder_plan,
+    reconstruction_loss,
+)
 from solo_fgsynth.synth.gradcam import FeatureMapTap, gradcam_importance
 from solo_fgsynth.synth.measure import (
     PairMeasurement,
+    decoder_headroom,
     measure_pairs,
-    pair_diff_ratio,
-    pair_feature_ratio,
     pairs_grid,
+    random_mask_like,
     save_pairs_png,
 )
 from solo_fgsynth.synth.norm import frozen_batchnorm_statistics
 from solo_fgsynth.synth.perturb import partner_indices, perturb_features
+from solo_fgsynth.synth.quality import (
+    pair_diff_ratio,
+    pair_feature_ratio,
+    pair_selectivity,
+    recon_r2,
+    reencode_correlation,
+)
 from solo_fgsynth.synth.selection import (
     Selection,
     lowest_fraction_mask,
@@ -24,6 +36,7 @@ from solo_fgsynth.synth.synthesizer import FGSynth, SynthOutput
 
 __all__ = [
     "FGSYNTH_VERSION",
+    "DecoderOptimizer",
     "DimensionStatistics",
     "FGSynth",
     "FGSynthConfig",
@@ -32,6 +45,7 @@ __all__ = [
     "PairMeasurement",
     "Selection",
     "SynthOutput",
+    "decoder_headroom",
     "decoder_plan",
     "frozen_batchnorm_statistics",
     "gradcam_importance",
@@ -39,11 +53,15 @@ __all__ = [
     "measure_pairs",
     "pair_diff_ratio",
     "pair_feature_ratio",
+    "pair_selectivity",
     "pairs_grid",
     "partner_indices",
     "perturb_features",
+    "random_mask_like",
     "ranking_scores",
+    "recon_r2",
     "reconstruction_loss",
+    "reencode_correlation",
     "save_pairs_png",
     "select_dimensions",
 ]

@@ -9,11 +9,15 @@ CRITERIA = ("both", "variance", "gradcam", "random")
 COMBINE_MODES = ("union", "intersection")
 PERTURBATIONS = ("noise", "shuffle", "interpolate")
 CAM_RANKINGS = ("magnitude", "signed", "positive")
-FGSYNTH_VERSION = 2
+FGSYNTH_VERSION = 3
 """Version of what the knobs mean; stored in checkpoints so older ones are recognised.
 
 1: noise scaled by each selected dimension's own std, signed Grad-CAM ranking, pair forward
-updating BatchNorm statistics. 2: the current meaning (see the README's knob table).
+updating BatchNorm statistics. 2: noise in units of the median tracked std, Grad-CAM ranked by
+the magnitude of the batch-mean contribution, decoder trained by the SSL optimizer. 3: the
+current meaning (see the README's knob table): Grad-CAM ranked by the mean per-sample
+magnitude, noise scaled by each dimension's own std, shuffle by default, decoder trained by
+its own Adam.
 """
 
 
@@ -57,14 +61,16 @@ class FGSynthConfig:
     cam_fraction: float = 0.25
     criterion: str = "both"
     combine: str = "union"
-    perturbation: str = "noise"
-    strength: float = 0.5
+    perturbation: str = "shuffle"
+    strength: float = 1.0
     cam_ranking: str = "magnitude"
     alpha: float = 0.05
     nu: float = 1.0
     synth_fraction: float = 0.25
     synth_start_epoch: int = 1
     decoder_width: int = 16
+    decoder_lr: float = 1e-3
+    decoder_warmup_steps: int = 50
     ema_momentum: float = 0.99
     synth_grad_to_decoder: bool = False
     recon_to_encoder: bool = False
@@ -85,7 +91,7 @@ class FGSynthConfig:
             if not 0.0 < self.strength < float("inf"):
                 raise ValueError(
                     f"strength={self.strength!r} is out of range for perturbation 'noise': "
-                    "allowed is a finite number > 0 (noise std in units of the median tracked std)"
+                    "allowed is a finite number > 0 (noise std in units of each dim's tracked std)"
                 )
         elif not 0.0 < self.strength <= 1.0:
             raise ValueError(
@@ -98,6 +104,12 @@ class FGSynthConfig:
             )
         check_int_at_least("synth_start_epoch", self.synth_start_epoch, 0)
         check_int_at_least("decoder_width", self.decoder_width, 8)
+        check_int_at_least("decoder_warmup_steps", self.decoder_warmup_steps, 0)
+        if not _is_number(self.decoder_lr) or not 0.0 < self.decoder_lr < float("inf"):
+            raise ValueError(
+                f"decoder_lr={self.decoder_lr!r} is out of range: allowed is a finite number > 0 "
+                "(the decoder's own Adam rate)"
+            )
         for name in ("synth_grad_to_decoder", "recon_to_encoder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a boolean")

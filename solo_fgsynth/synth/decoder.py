@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -74,3 +76,59 @@ def reconstruction_loss(decoded: Tensor, target: Tensor) -> Tensor:
             "the decoder's crop_size must match the views it reconstructs"
         )
     return F.mse_loss(decoded, target)
+
+
+class DecoderOptimizer:
+    """Adam on the decoder alone, with a linear warm-up: the decoder learns at its own rate.
+
+    The SSL optimizer (LARS at the SSL rate, with ``alpha`` scaling ``L_R``'s gradient) starves
+    a decoder, which then outputs the mean image; Adam is invariant to that constant scale, as
+    the authors' prototype trains its decoder (Adam 1e-4) apart from the encoder. Call
+    :meth:`step` after the ordinary ``backward()``: it reads the decoder's gradients, steps, and
+    clears them.
+    """
+
+    def __init__(self, decoder: nn.Module, lr: float, warmup_steps: int) -> None:
+        self.parameters = [p for p in decoder.parameters() if p.requires_grad]
+        self.base_lr = float(lr)
+        self.warmup_steps = max(int(warmup_steps), 0)
+        self.steps_taken = 0
+        self.optimizer = torch.optim.Adam(self.parameters, lr=self._rate())
+
+    def _rate(self) -> float:
+        """The base rate ramped linearly over the first ``warmup_steps + 1`` steps."""
+        return self.base_lr * min(1.0, (self.steps_taken + 1) / (self.warmup_steps + 1))
+
+    @property
+    def lr(self) -> float:
+        """The rate of the next step (warm-up included)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @torch.no_grad()
+    def step(self, grad_scale: float = 1.0) -> bool:
+        """One Adam step on the current gradients divided by ``grad_scale``; clears them.
+
+        A step without gradients, or with a non-finite one (a mixed-precision overflow), is
+        skipped. Returns whether the decoder was updated.
+        """
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        updated = False
+        if grads and all(bool(torch.isfinite(g).all()) for g in grads):
+            if grad_scale != 1.0:
+                torch._foreach_div_(grads, float(grad_scale))
+            self.optimizer.step()
+            self.steps_taken += 1
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._rate()
+            updated = True
+        self.optimizer.zero_grad(set_to_none=True)
+        return updated
+
+    def state_dict(self) -> dict[str, Any]:
+        """Adam's moments and the warm-up position, for checkpoints."""
+        return {"optimizer": self.optimizer.state_dict(), "steps_taken": self.steps_taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps_taken = int(state["steps_taken"])

@@ -1,7 +1,6 @@
-"""How large a synthesized pair is, next to two different images, and a picture of pairs.
+"""Measuring a trained FGSynth's pairs through its encoder, a decoder's headroom, a picture.
 
-A positive pair should be closer than two different images: ``pair_feature_ratio`` below 1,
-and ``pair_diff_ratio`` (the same in image space, on decoded images) around 0.2-0.6.
+The numbers themselves are the plain functions of :mod:`solo_fgsynth.synth.quality`.
 """
 
 from __future__ import annotations
@@ -10,58 +9,24 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
 from solo_fgsynth._io import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from solo_fgsynth.synth.synthesizer import FGSynth
+from solo_fgsynth.synth.decoder import FeatureDecoder, reconstruction_loss
+from solo_fgsynth.synth.quality import (
+    POOLED_SIZE,
+    pair_diff_ratio,
+    pair_feature_ratio,
+    pair_selectivity,
+    recon_r2,
+    reencode_correlation,
+)
+from solo_fgsynth.synth.synthesizer import FGSynth
 
 GRID_COLUMNS = ("image", "D(z)", "D(z')", "difference")
-
-
-def _mean_distance_between_rows(rows: Tensor, p: float) -> Tensor:
-    """Mean distance over all pairs i != j of ``rows`` (flattened per row)."""
-    flat = rows.detach().float().flatten(1)
-    if flat.shape[0] < 2:
-        raise ValueError(f"{flat.shape[0]} rows: random pairs i != j need at least 2")
-    distances = torch.cdist(flat[None], flat[None], p=p)[0]
-    count = flat.shape[0] * (flat.shape[0] - 1)
-    return distances.sum() / count
-
-
-def _pair_ratio(batch: Tensor, originals: Tensor, perturbed: Tensor, p: float) -> float:
-    if originals.shape != perturbed.shape:
-        raise ValueError(
-            f"originals {tuple(originals.shape)} and perturbed {tuple(perturbed.shape)} differ"
-        )
-    pair = (originals.detach().float() - perturbed.detach().float()).flatten(1)
-    distance = pair.norm(p=p, dim=1).mean()
-    return float(distance / _mean_distance_between_rows(batch, p))
-
-
-def pair_feature_ratio(features: Tensor, perturbed: Tensor, rows: Tensor | None = None) -> float:
-    """mean ||z - z'|| over the pairs / mean ||z_i - z_j|| over all pairs i != j of the batch.
-
-    ``perturbed`` holds ``z'`` of ``rows`` of ``features`` (default: every row).
-    """
-    originals = features if rows is None else features[rows]
-    return _pair_ratio(features, originals, perturbed, p=2.0)
-
-
-def pair_diff_ratio(
-    decoded: Tensor, decoded_perturbed: Tensor, rows: Tensor | None = None
-) -> float:
-    """mean|D(z) - D(z')| over the pairs / mean|D(z_i) - D(z_j)| over all pairs i != j.
-
-    ``decoded`` is ``D(z)`` of the whole batch; ``decoded_perturbed`` is ``D(z')`` of ``rows``.
-    """
-    originals = decoded if rows is None else decoded[rows]
-    return _pair_ratio(decoded, originals, decoded_perturbed, p=1.0)
 
 
 def pairs_grid(
@@ -105,36 +70,122 @@ def save_pairs_png(grid: Tensor, path: Path) -> None:
 
 @dataclass(frozen=True)
 class PairMeasurement:
-    """Both ratios, and the decoded pairs they were measured on (for :func:`pairs_grid`)."""
+    """The pairs' numbers, and the decoded pairs they were measured on (for :func:`pairs_grid`).
+
+    ``pair_selectivity_control`` is the same selectivity for pairs that perturb as many
+    randomly chosen dims (its null); ``reencode_correlation`` says how well ``E(D(z))`` follows
+    ``z`` per dim.
+    """
 
     pair_feature_ratio: float
     pair_diff_ratio: float
+    recon_r2: float
+    recon_r2_8px: float
+    pair_selectivity: float
+    pair_selectivity_control: float
+    reencode_correlation: float
+    selected_dims: int
     decoded: Tensor
     decoded_perturbed: Tensor
 
-    def ratios(self) -> dict[str, float]:
-        """The two ratios by name, as recorded in results and logs."""
+    def numbers(self) -> dict[str, float]:
+        """Every number by name, as recorded in results and logs."""
         return {
-            "pair_feature_ratio": self.pair_feature_ratio,
-            "pair_diff_ratio": self.pair_diff_ratio,
+            name: getattr(self, name)
+            for name in (
+                "pair_feature_ratio",
+                "pair_diff_ratio",
+                "recon_r2",
+                "recon_r2_8px",
+                "pair_selectivity",
+                "pair_selectivity_control",
+                "reencode_correlation",
+                "selected_dims",
+            )
         }
+
+
+def random_mask_like(mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A boolean mask with as many True entries as ``mask``, placed uniformly at random."""
+    order = torch.randperm(mask.numel(), generator=generator).to(mask.device)
+    control = torch.zeros_like(mask)
+    control[order[: int(mask.sum())]] = True
+    return control
 
 
 @torch.no_grad()
 def measure_pairs(
-    synth: FGSynth, features: Tensor, generator: torch.Generator | None = None
+    synth: FGSynth,
+    encoder: nn.Module,
+    images: Tensor,
+    generator: torch.Generator | None = None,
 ) -> PairMeasurement:
-    """Synthesize ``z'`` for every row of ``features`` as training would, decode, measure both.
+    """Encode ``images``, synthesize ``z'`` for every row as training does, decode, re-encode.
 
-    Meant for held-out images through the trained encoder (eval mode) and decoder.
+    ``encoder`` maps images to pooled features ``z`` (the backbone), in whatever mode the
+    caller set: train mode (inside :func:`frozen_batchnorm_statistics`) measures the pairs as
+    training makes them. The selectivity's control perturbs as many random dims the same way.
     """
-    z = features.detach()
-    perturbed, _ = synth.perturb(z, generator=generator)
+    z = encoder(images).float()
+    selection = synth.select()
+    perturbed, _ = synth.perturb(z, generator=generator, mask=selection.mask)
+    control_mask = random_mask_like(selection.mask, generator)
+    control, _ = synth.perturb(z, generator=generator, mask=control_mask)
     decoded = synth.decoder(z)
     decoded_perturbed = synth.decoder(perturbed)
+    encoded = encoder(decoded).float()
+    selected = int(selection.mask.sum())
+    selectivity = control_selectivity = float("nan")
+    if 0 < selected < selection.mask.numel():
+        selectivity = pair_selectivity(encoded, encoder(decoded_perturbed), selection.mask)
+        decoded_control = synth.decoder(control)
+        control_selectivity = pair_selectivity(encoded, encoder(decoded_control), control_mask)
     return PairMeasurement(
-        pair_feature_ratio(z, perturbed),
-        pair_diff_ratio(decoded, decoded_perturbed),
-        decoded,
-        decoded_perturbed,
+        pair_feature_ratio=pair_feature_ratio(z, perturbed),
+        pair_diff_ratio=pair_diff_ratio(decoded, decoded_perturbed),
+        recon_r2=recon_r2(decoded, images),
+        recon_r2_8px=recon_r2(decoded, images, POOLED_SIZE),
+        pair_selectivity=selectivity,
+        pair_selectivity_control=control_selectivity,
+        reencode_correlation=reencode_correlation(encoded, z),
+        selected_dims=selected,
+        decoded=decoded,
+        decoded_perturbed=decoded_perturbed,
     )
+
+
+def decoder_headroom(
+    train_features: Tensor,
+    train_images: Tensor,
+    eval_features: Tensor,
+    eval_images: Tensor,
+    width: int,
+    steps: int = 600,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> float:
+    """``recon_r2_8px`` that a fresh decoder reaches on frozen features: what the features allow.
+
+    A decoder of the method's shape is trained by Adam (``lr``, ``steps`` batches of
+    ``batch_size`` drawn from the ``train_*`` pairs) and scored on the ``eval_*`` pairs.
+    """
+    if train_features.shape[0] != train_images.shape[0] or train_features.shape[0] < 1:
+        raise ValueError(
+            f"{train_features.shape[0]} training features for {train_images.shape[0]} images"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        decoder = FeatureDecoder(train_features.shape[1], train_images.shape[-1], width=width)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
+    train_features, train_images = train_features.detach().float(), train_images.detach().float()
+    for _ in range(steps):
+        rows = torch.randint(0, train_features.shape[0], (batch_size,), generator=generator)
+        loss = reconstruction_loss(decoder(train_features[rows]), train_images[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        decoded = decoder(eval_features.detach().float())
+    return recon_r2(decoded, eval_images, POOLED_SIZE)

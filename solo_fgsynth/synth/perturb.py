@@ -36,8 +36,9 @@ def perturb_features(
 ) -> Tensor:
     """Return ``z'`` for ``rows`` of ``features`` (default: all), changed only inside ``mask``.
 
-    - ``noise``: add Gaussian noise of standard deviation ``strength * scale``, one scale for
-      every selected dimension (the typical spread of all features, not each dimension's own);
+    - ``noise``: add Gaussian noise of standard deviation ``strength * scale``, ``scale`` one
+      number or one per dimension (C,): each dimension's own tracked std keeps the noise on the
+      scale that dimension actually moves on;
     - ``shuffle``: move toward another sample of the whole batch by ``strength`` (1.0 takes
       its values);
     - ``interpolate``: move toward another sample by a weight drawn from U(0, ``strength``).
@@ -54,10 +55,14 @@ def perturb_features(
     chosen = features[index.to(features.device)]
     random_kwargs = {"generator": generator, "dtype": features.dtype}
     if mode == "noise":
-        if scale is None or torch.as_tensor(scale).numel() != 1:
-            raise ValueError("perturbation 'noise' needs one scale: the typical feature spread")
+        scale = None if scale is None else torch.as_tensor(scale)
+        if scale is None or scale.numel() not in (1, features.shape[1]):
+            raise ValueError(
+                "perturbation 'noise' needs a scale: one number or one per dimension "
+                f"({features.shape[1]},)"
+            )
         noise = torch.randn(chosen.shape, **random_kwargs).to(features.device)
-        candidate = chosen + strength * torch.as_tensor(scale).to(chosen) * noise
+        candidate = chosen + strength * scale.to(chosen).reshape(-1) * noise
     else:
         partners = partner_indices(features.shape[0], index, generator)
         partners = features[partners.to(features.device)]

@@ -48,16 +48,23 @@ def lowest_fraction_mask(scores: Tensor, fraction: float) -> Tensor:
     return mask
 
 
-def ranking_scores(importance: Tensor, ranking: str) -> Tensor:
+def ranking_scores(importance: Tensor, magnitude: Tensor, ranking: str) -> Tensor:
     """The Grad-CAM scores whose lowest values are "least important", per ``ranking``.
 
-    ``magnitude``: ``|alpha_k z_k|`` (near-zero contributions are the least important);
-    ``signed``: the value itself (the most negative, loss-raising channels rank lowest);
-    ``positive``: its positive part (every loss-raising channel ties at zero, the lowest).
+    ``importance`` is the mean signed per-sample contribution ``E[alpha_k z_k]``, ``magnitude``
+    the mean per-sample magnitude ``E[|alpha_k z_k|]``.
+    ``magnitude``: ``E[|alpha_k z_k|]`` (channels that contribute little to any sample's CAM
+    are the least important; the signs are mixed under an SSL loss, so ``|E[.]|`` would rank
+    noise); ``signed``: ``E[alpha_k z_k]`` (the most negative, loss-raising channels rank
+    lowest); ``positive``: its positive part (every loss-raising channel ties at zero).
     """
     check_choice("cam_ranking", ranking, CAM_RANKINGS)
+    if importance.shape != magnitude.shape:
+        raise ValueError(
+            f"importance {tuple(importance.shape)} and magnitude {tuple(magnitude.shape)} differ"
+        )
     if ranking == "magnitude":
-        return importance.abs()
+        return magnitude
     if ranking == "positive":
         return importance.clamp_min(0)
     return importance
@@ -65,31 +72,30 @@ def ranking_scores(importance: Tensor, ranking: str) -> Tensor:
 
 def select_dimensions(
     variance: Tensor,
-    importance: Tensor,
+    cam_scores: Tensor,
     *,
     var_fraction: float,
     cam_fraction: float,
     criterion: str = "both",
     combine: str = "union",
-    cam_ranking: str = "magnitude",
     generator: torch.Generator | None = None,
 ) -> Selection:
-    """Select non-discriminative dimensions: low variance and/or low Grad-CAM importance.
+    """Select non-discriminative dimensions: low variance and/or low Grad-CAM scores.
 
-    ``criterion`` is ``both`` (the two sets merged by ``combine``), ``variance``,
-    ``gradcam``, or ``random``: as many dimensions as ``both`` would pick, drawn uniformly,
-    the control for ablations. ``cam_ranking`` says how importance is ranked
-    (:func:`ranking_scores`).
+    ``cam_scores`` are the Grad-CAM scores as ranked (:func:`ranking_scores`). ``criterion``
+    is ``both`` (the two sets merged by ``combine``), ``variance``, ``gradcam``, or
+    ``random``: as many dimensions as ``both`` would pick, drawn uniformly, the control for
+    ablations.
     """
     check_choice("criterion", criterion, CRITERIA)
     check_choice("combine", combine, COMBINE_MODES)
-    if variance.shape != importance.shape or variance.dim() != 1:
+    if variance.shape != cam_scores.shape or variance.dim() != 1:
         raise ValueError(
-            f"variance {tuple(variance.shape)} and importance {tuple(importance.shape)} "
+            f"variance {tuple(variance.shape)} and Grad-CAM scores {tuple(cam_scores.shape)} "
             "must be 1-D tensors of the same length"
         )
     variance_mask = lowest_fraction_mask(variance, var_fraction)
-    gradcam_mask = lowest_fraction_mask(ranking_scores(importance, cam_ranking), cam_fraction)
+    gradcam_mask = lowest_fraction_mask(cam_scores, cam_fraction)
     union = combine == "union"
     both = (variance_mask | gradcam_mask) if union else (variance_mask & gradcam_mask)
     if criterion == "both":

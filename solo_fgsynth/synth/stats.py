@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from solo_fgsynth.synth.selection import ranking_scores
+
+TRACKED_STATISTICS = ("variance", "importance", "importance_magnitude")
+"""The per-dimension EMAs the criteria read, by buffer name."""
 
 
 def _distributed_world() -> bool:
@@ -13,6 +20,11 @@ def _distributed_world() -> bool:
 
 class DimensionStatistics(nn.Module):
     """EMA of each pooled dimension's variance and Grad-CAM importance.
+
+    Two Grad-CAM statistics are kept per dimension: ``importance``, the mean of the signed
+    per-sample contribution ``alpha_k z_k``, and ``importance_magnitude``, the mean of its
+    per-sample magnitude ``|alpha_k z_k|``. Under an SSL loss the signs are mixed, so the first
+    is near zero for every dimension; the second is what "least important" means by magnitude.
 
     Batches are accumulated with :meth:`observe_features` / :meth:`observe_importance`
     (cheap, no communication) and folded into the EMAs by :meth:`update`, which makes one
@@ -25,6 +37,7 @@ class DimensionStatistics(nn.Module):
 
     variance: Tensor
     importance: Tensor
+    importance_magnitude: Tensor
     variance_updates: Tensor
     importance_updates: Tensor
     _pending: Tensor
@@ -39,12 +52,14 @@ class DimensionStatistics(nn.Module):
         self.momentum = momentum
         self.register_buffer("variance", torch.zeros(num_dims))
         self.register_buffer("importance", torch.zeros(num_dims))
+        self.register_buffer("importance_magnitude", torch.zeros(num_dims))
         self.register_buffer("variance_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("importance_updates", torch.zeros((), dtype=torch.long))
         # Sums of the batch not yet folded in:
-        # [sum z | sum z^2 | sum importance | n_z | n_imp | ranks asking to skip the step].
+        # [sum z | sum z^2 | sum importance | sum |importance| | n_z | n_imp | ranks asking to
+        # skip the step].
         self.register_buffer(
-            "_pending", torch.zeros(3 * num_dims + 3, dtype=torch.float64), persistent=False
+            "_pending", torch.zeros(4 * num_dims + 3, dtype=torch.float64), persistent=False
         )
         self.discarded_steps = 0
 
@@ -58,14 +73,19 @@ class DimensionStatistics(nn.Module):
         """Tracked per-dimension standard deviation."""
         return self.variance.clamp_min(0).sqrt()
 
-    @property
-    def typical_std(self) -> Tensor:
-        """The median tracked standard deviation over all dimensions: the features' usual spread.
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Load; a state of before ``importance_magnitude`` was tracked restarts Grad-CAM's EMAs.
 
-        It comes from train-mode features of augmented views, which spread more than eval-mode
-        features of plain images; a median is robust to a few dead or exploding dimensions.
+        Its magnitude is unknown, so it loads as zeros with no Grad-CAM update counted: the next
+        step sets both Grad-CAM EMAs afresh (the variance EMA is kept).
         """
-        return self.std.median()
+        key = f"{prefix}importance_magnitude"
+        if key not in state_dict and f"{prefix}importance" in state_dict:
+            state_dict[key] = torch.zeros_like(state_dict[f"{prefix}importance"])
+            state_dict[f"{prefix}importance_updates"] = torch.zeros((), dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check(self, name: str, values: Tensor) -> Tensor:
         if values.dim() != 2 or values.shape[1] != self.num_dims:
@@ -80,14 +100,15 @@ class DimensionStatistics(nn.Module):
         c = self.num_dims
         self._pending[:c] += pooled.sum(0)
         self._pending[c : 2 * c] += pooled.square().sum(0)
-        self._pending[3 * c] += pooled.shape[0]
+        self._pending[4 * c] += pooled.shape[0]
 
     def observe_importance(self, importance: Tensor) -> None:
-        """Accumulate per-sample Grad-CAM importances (B x C) for the Grad-CAM criterion."""
+        """Accumulate per-sample Grad-CAM importances (B x C): their sum and their magnitudes."""
         importance = self._check("importance", importance)
         c = self.num_dims
         self._pending[2 * c : 3 * c] += importance.sum(0)
-        self._pending[3 * c + 1] += importance.shape[0]
+        self._pending[3 * c : 4 * c] += importance.abs().sum(0)
+        self._pending[4 * c + 1] += importance.shape[0]
 
     @torch.no_grad()
     def update(self, skip: bool = False) -> bool:
@@ -97,28 +118,40 @@ class DimensionStatistics(nn.Module):
         the step was folded in.
         """
         c = self.num_dims
-        self._pending[3 * c + 2] = float(skip)
+        self._pending[4 * c + 2] = float(skip)
         pending = self._pending.clone()
         self._pending.zero_()
         if _distributed_world():
             dist.all_reduce(pending)
-        if pending[3 * c + 2] > 0 or not bool(torch.isfinite(pending).all()):
+        if pending[4 * c + 2] > 0 or not bool(torch.isfinite(pending).all()):
             self.discarded_steps += 1
             return False
-        count, importance_count = pending[3 * c], pending[3 * c + 1]
+        count, importance_count = pending[4 * c], pending[4 * c + 1]
         if count > 1:
             mean = pending[:c] / count
             batch_variance = (pending[c : 2 * c] / count - mean.square()) * count / (count - 1)
-            self._fold(self.variance, self.variance_updates, batch_variance.clamp_min(0))
+            first = self.variance_updates == 0
+            self._fold(self.variance, first, batch_variance.clamp_min(0))
+            self.variance_updates += 1
         if importance_count > 0:
             batch_importance = pending[2 * c : 3 * c] / importance_count
-            self._fold(self.importance, self.importance_updates, batch_importance)
+            batch_magnitude = pending[3 * c : 4 * c] / importance_count
+            first = self.importance_updates == 0
+            self._fold(self.importance, first, batch_importance)
+            self._fold(self.importance_magnitude, first, batch_magnitude)
+            self.importance_updates += 1
         return True
 
-    def _fold(self, ema: Tensor, updates: Tensor, batch_value: Tensor) -> None:
+    def _fold(self, ema: Tensor, first: Tensor, batch_value: Tensor) -> None:
         batch_value = batch_value.to(ema.dtype)
-        if updates == 0:
+        if first:
             ema.copy_(batch_value)
         else:
             ema.mul_(self.momentum).add_(batch_value, alpha=1.0 - self.momentum)
-        updates += 1
+
+    def cam_scores(self, ranking: str) -> Tensor:
+        """The tracked Grad-CAM scores whose lowest values are "least important", per ``ranking``.
+
+        See :func:`solo_fgsynth.synth.selection.ranking_scores`.
+        """
+        return ranking_scores(self.importance, self.importance_magnitude, ranking)

@@ -10,10 +10,15 @@ import torch
 from torch import Tensor, nn
 
 from solo_fgsynth.synth.config import FGSynthConfig
-from solo_fgsynth.synth.decoder import FeatureDecoder, reconstruction_loss
+from solo_fgsynth.synth.decoder import DecoderOptimizer, FeatureDecoder, reconstruction_loss
 from solo_fgsynth.synth.gradcam import FeatureMapTap
-from solo_fgsynth.synth.measure import pair_diff_ratio, pair_feature_ratio
 from solo_fgsynth.synth.perturb import perturb_features
+from solo_fgsynth.synth.quality import (
+    POOLED_SIZE,
+    pair_diff_ratio,
+    pair_feature_ratio,
+    recon_r2,
+)
 from solo_fgsynth.synth.selection import Selection, select_dimensions
 from solo_fgsynth.synth.stats import DimensionStatistics
 
@@ -38,14 +43,17 @@ class SynthOutput:
     subset: Tensor | None = None
     perturbed: Tensor | None = None
 
-    def metrics(self) -> dict[str, float]:
-        """Scalars worth logging each step: set size, criteria overlap and the pair's size."""
+    def metrics(self, views: Tensor | None = None) -> dict[str, float]:
+        """Scalars worth logging each step: the decoder's R² on ``views`` (the reconstructed
+        batch), and with pairs the set size, criteria overlap and the pair's size."""
+        metrics: dict[str, float] = {}
+        if views is not None and views.shape[0] >= 2:
+            metrics["recon_r2"] = recon_r2(self.reconstruction, views)
+            metrics["recon_r2_8px"] = recon_r2(self.reconstruction, views, POOLED_SIZE)
         if self.selection is None or self.pair is None or self.perturbed is None:
-            return {}
-        metrics = {
-            "synth_selected_dims": float(self.selection.size),
-            "synth_criteria_overlap": self.selection.overlap,
-        }
+            return metrics
+        metrics["synth_selected_dims"] = float(self.selection.size)
+        metrics["synth_criteria_overlap"] = self.selection.overlap
         if self.features.shape[0] >= 2:
             metrics["pair_feature_ratio"] = pair_feature_ratio(
                 self.features, self.perturbed, self.subset
@@ -62,7 +70,9 @@ class FGSynth(nn.Module):
     Usage in any loop: ``attach`` the module producing the last feature map, run the
     encoder on the views inside ``capture()``, call the object on ``(z, views, epoch)``,
     run the pair through the encoder inside :func:`frozen_batchnorm_statistics`, add
-    ``total_loss(...)``, do the ordinary single backward, then ``update_statistics()``.
+    ``total_loss(...)``, do the ordinary single backward, step the encoder's optimizer (which
+    must not hold the decoder's parameters), then ``step_decoder()`` and
+    ``update_statistics()``.
     """
 
     def __init__(self, feature_dim: int, crop_size: int, config: FGSynthConfig | None = None):
@@ -71,6 +81,9 @@ class FGSynth(nn.Module):
         self.feature_dim = feature_dim
         self.statistics = DimensionStatistics(feature_dim, self.config.ema_momentum)
         self.decoder = FeatureDecoder(feature_dim, crop_size, width=self.config.decoder_width)
+        self.decoder_optimizer = DecoderOptimizer(
+            self.decoder, self.config.decoder_lr, self.config.decoder_warmup_steps
+        )
         self._tap = FeatureMapTap(
             self.statistics.observe_features,
             self.statistics.observe_importance,
@@ -91,6 +104,13 @@ class FGSynth(nn.Module):
         """
         with self._tap.capture(grad_scale):
             yield
+
+    def step_decoder(self, grad_scale: float = 1.0) -> bool:
+        """The decoder's own Adam step on the gradients of this step's backward; clears them.
+
+        ``grad_scale``: the loss scale of mixed precision's gradient scaler (1.0 without one).
+        """
+        return self.decoder_optimizer.step(grad_scale)
 
     @torch.no_grad()
     def update_statistics(self, skip: bool = False) -> bool:
@@ -114,30 +134,34 @@ class FGSynth(nn.Module):
         """The current non-discriminative dimensions, from the tracked statistics."""
         return select_dimensions(
             self.statistics.variance,
-            self.statistics.importance,
+            self.statistics.cam_scores(self.config.cam_ranking),
             var_fraction=self.config.var_fraction,
             cam_fraction=self.config.cam_fraction,
             criterion=self.config.criterion,
             combine=self.config.combine,
-            cam_ranking=self.config.cam_ranking,
         )
 
     @property
     def noise_scale(self) -> Tensor:
-        """The noise unit: the median tracked std over all dimensions (train-mode features)."""
-        return self.statistics.typical_std
+        """The noise unit of each dimension: its own tracked std (train-mode features)."""
+        return self.statistics.std
 
     def perturb(
         self,
         features: Tensor,
         rows: Tensor | None = None,
         generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Selection]:
-        """``z'`` for ``rows`` of ``features`` (default: all) and the selection it changed."""
+        """``z'`` for ``rows`` of ``features`` (default: all) and the selection it changed.
+
+        ``mask`` replaces the selected dims (e.g. random dims, a control); the returned
+        selection is still the criteria's.
+        """
         selection = self.select()
         perturbed = perturb_features(
             features,
-            selection.mask,
+            selection.mask if mask is None else mask,
             mode=self.config.perturbation,
             strength=self.config.strength,
             scale=self.noise_scale,
