@@ -9,7 +9,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from solo_fgsynth.benchmark import load_preset, main, plan_cells
-from solo_fgsynth.benchmark.report import markdown_table, overheads, summarize
+from solo_fgsynth.benchmark.report import (
+    markdown_table,
+    overheads,
+    paired_gaps,
+    paired_table,
+    summarize,
+)
 from solo_fgsynth.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +41,7 @@ TOY_PRESET = {
     "ablation_methods": ["fgsynth_byol"],
     "ablations": {"random": ["method_kwargs.criterion=random"]},
     "overhead_pairs": {"fgsynth_byol": "byol"},
-    "eval": {"batch_size": 16, "knn_k": 3, "gradcam": 2},
+    "eval": {"batch_size": 16, "knn_k": 3, "gradcam": 2, "headroom_steps": 20},
 }
 
 
@@ -90,6 +96,18 @@ def test_ablations_run_only_on_the_chosen_bases_and_need_one() -> None:
         plan_cells(preset, seeds=[0], ablations=["random"], methods=["byol"])
 
 
+def test_the_init_cell_reads_the_init_config_and_needs_one() -> None:
+    preset = dict(TOY_PRESET, methods=["init", "byol"], init_config="byol")
+    cells = plan_cells(preset, seeds=[0], ablations=[])
+    assert [(c["cell"], c["method"], c["config_name"]) for c in cells] == [
+        ("init", "init", "byol"),
+        ("byol", "byol", "byol"),
+    ]
+    assert cells[0]["overrides"] == cells[1]["overrides"]
+    with pytest.raises(UserError, match=r"lists method 'init' but sets no init_config"):
+        plan_cells(dict(TOY_PRESET, methods=["init"]), seeds=[0], ablations=[])
+
+
 def test_unknown_ablation_is_rejected_with_the_allowed_names() -> None:
     with pytest.raises(UserError, match=r"unknown ablation.*entropy.*allowed are random"):
         plan_cells(TOY_PRESET, seeds=[0], ablations=["entropy"])
@@ -113,6 +131,31 @@ def test_summary_is_mean_and_std_over_seeds_and_ratios_divide_means() -> None:
     assert "| fgsynth_byol/byol | 1.30 | 1.00 |" in table
 
 
+def test_paired_gaps_match_a_hand_computation_and_skip_unpaired_seeds() -> None:
+    records = [
+        _record("byol", 0, 40.0, 0.1),
+        _record("byol", 1, 50.0, 0.1),
+        _record("byol", 2, 45.0, 0.1),
+        _record("byol", 3, 10.0, 0.1),  # no fgsynth cell at seed 3: left out
+        _record("fgsynth_byol", 0, 42.0, 0.1),
+        _record("fgsynth_byol", 1, 54.0, 0.1),
+        _record("fgsynth_byol", 2, 54.0, 0.1),
+    ]
+    paired = paired_gaps(records, {"fgsynth_byol": "byol"})
+    gap = paired["fgsynth_byol"]["linear_top1"]
+    # gaps 2, 4, 9: mean 5, sd sqrt(13), t(0.975, df=2) = 4.302653
+    assert gap["per_seed"] == {0: 2.0, 1: 4.0, 2: 9.0}
+    assert gap["mean"] == pytest.approx(5.0) and gap["n"] == 3
+    assert gap["ci95"] == pytest.approx(4.302653 * 13**0.5 / 3**0.5, rel=1e-6)
+    assert paired["fgsynth_byol"]["base"] == "byol"
+    assert paired["fgsynth_byol"]["seeds"] == [0, 1, 2]
+    assert set(paired["fgsynth_byol"]) == {"base", "seeds", "linear_top1", "retrieval_map"}
+    assert "| fgsynth_byol − byol | +5.00 ± 8.96 | +5.00 ± 8.96 | 0, 1, 2 |" in paired_table(paired)
+    single = paired_gaps(records[:1] + records[4:5], {"fgsynth_byol": "byol"})
+    assert single["fgsynth_byol"]["linear_top1"]["ci95"] is None
+    assert paired_gaps(records[:3], {"fgsynth_byol": "byol"}) == {}
+
+
 def test_a_single_seed_prints_n_equals_1_not_a_zero_spread() -> None:
     summary = summarize([_record("byol", 0, 40.0, 0.10)])
     table = markdown_table(summary, {})
@@ -124,14 +167,29 @@ def test_a_single_seed_prints_n_equals_1_not_a_zero_spread() -> None:
 def test_benchmark_runs_end_to_end_and_skips_finished_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import torch
+
+    from solo_fgsynth.backbones.config import build_solo_backbone
+
     monkeypatch.setenv("SOLO_FGSYNTH_DATA_DIR", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    init_weights = tmp_path / "init.pth"
+    backbone_cfg = OmegaConf.create({"backbone": {"name": "resnet18"}, "data": {"dataset": "x"}})
+    torch.save(build_solo_backbone(backbone_cfg).state_dict(), init_weights)
+    toy = dict(
+        TOY_PRESET,
+        methods=["init", *TOY_PRESET["methods"]],
+        init_config="byol",
+        overrides=[*TOY_PRESET["overrides"], f"++backbone.init={init_weights}"],
+    )
     preset = tmp_path / "toy.yaml"
-    OmegaConf.save(OmegaConf.create(TOY_PRESET), preset)
+    OmegaConf.save(OmegaConf.create(toy), preset)
     out = tmp_path / "results"
     assert main(["--preset", str(preset), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["summary"]) == {"byol", "fgsynth_byol"}
-    for run in results["runs"]:
+    assert set(results["summary"]) == {"init", "byol", "fgsynth_byol"}
+    runs = {run["cell"]: run for run in results["runs"]}
+    for run in runs.values():
         assert set(run["metrics"]) == {
             "linear_top1",
             "knn_top1",
@@ -140,14 +198,39 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
             "retrieval_map",
         }
         assert all(0.0 <= value <= 100.0 for value in run["metrics"].values())
+        assert run["wall_s"] > 0
+    for cell in ("byol", "fgsynth_byol"):
+        run = runs[cell]
         assert run["steps"] == 2 and run["step_time_s"] > 0 and run["peak_memory_mb"] > 0
+    init = runs["init"]
+    assert init["steps"] == 0 and init["step_time_s"] is None and init["checkpoint"] is None
+    assert results["wall_s"] >= max(run["wall_s"] for run in runs.values())
+    assert results["cells_wall_s"] == pytest.approx(sum(run["wall_s"] for run in runs.values()))
+    gap = results["paired"]["fgsynth_byol"]["linear_top1"]
+    assert results["paired"]["fgsynth_byol"]["base"] == "byol" and gap["n"] == 1
+    expected = (
+        runs["fgsynth_byol"]["metrics"]["linear_top1"] - runs["byol"]["metrics"]["linear_top1"]
+    )
+    assert gap["mean"] == pytest.approx(expected) and gap["ci95"] is None
     assert "fgsynth_byol/byol" in results["overhead"]
     for name in ("results.md", "accuracy.png", "losses.png", "gradcam.png", "pairs.png"):
         assert (out / name).stat().st_size > 0, name
-    pairs = {run["cell"]: run["pairs"] for run in results["runs"]}
-    assert pairs["byol"] is None
-    assert set(pairs["fgsynth_byol"]) == {"pair_feature_ratio", "pair_diff_ratio"}
-    assert all(value > 0 for value in pairs["fgsynth_byol"].values())
+    assert "fgsynth_byol − byol" in (out / "results.md").read_text()
+    assert runs["byol"]["pairs"] is None and init["pairs"] is None
+    pairs = runs["fgsynth_byol"]["pairs"]
+    for name in (
+        "pair_feature_ratio",
+        "pair_diff_ratio",
+        "recon_r2",
+        "recon_r2_8px",
+        "recon_headroom",
+        "pair_selectivity",
+        "pair_selectivity_control",
+        "reencode_correlation",
+    ):
+        assert isinstance(pairs[name], float), name
+    assert pairs["pair_feature_ratio"] > 0 and pairs["recon_r2_8px"] <= 1.0
+    assert set(pairs["eval_mode"]) >= {"recon_r2", "pair_selectivity"}
 
     finished = out / "cells" / "byol-seed0" / "result.json"
     stamp = finished.stat().st_mtime_ns
@@ -175,12 +258,13 @@ def test_an_extending_preset_inherits_the_frozen_setting_and_appends_overrides(
         load_preset(tmp_path / "orphan.yaml")
 
 
-def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting() -> None:
-    presets = REPO / "scripts" / "benchmark"
+@pytest.mark.parametrize("folder", ["", "v1"])
+def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting(folder: str) -> None:
+    presets = REPO / "scripts" / "benchmark" / folder
     quick = load_preset(presets / "quick.yaml")
     cpu = load_preset(presets / "cpu.yaml")
     tuning = load_preset(presets / "tuning.yaml")
-    assert cpu["overrides"] == quick["overrides"] and cpu["seeds"] == [0, 1, 2]
+    assert cpu["overrides"] == quick["overrides"] and len(cpu["seeds"]) >= 3
     assert tuning["overrides"] == [*quick["overrides"], "++data.fgmarks.seed=1"]
     assert "++data.fgmarks.seed=1" not in quick["overrides"]
 

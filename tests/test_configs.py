@@ -63,6 +63,7 @@ def test_every_dataset_ships_every_config() -> None:
         assert (SCRIPTS / "knn" / dataset / "knn.yaml").is_file()
     expected = {SCRIPTS / "pretrain" / d / f"{m}.yaml" for d in DATASETS for m in METHOD_CONFIGS}
     expected.add(SCRIPTS / "pretrain" / "fgmarks" / "supcon.yaml")  # the benchmark's reference
+    expected.add(SCRIPTS / "pretrain" / "fgmarks" / "generic_init.yaml")  # the benchmark's init
     expected |= {  # LCR's base method, stock and with fgsynth
         SCRIPTS / "pretrain" / d / f"{m}.yaml" for d in FGVR for m in MOCO_CONFIGS
     }

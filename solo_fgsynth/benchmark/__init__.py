@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from tqdm import tqdm
 
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
+from solo_fgsynth.benchmark.cell import INIT_METHOD
 from solo_fgsynth.benchmark.fgvr import for_dataset, quoted_table
 from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
     gradcam_panel,
     markdown_table,
     overheads,
+    paired_gaps,
+    paired_table,
     plot_accuracy,
     plot_curves,
     plot_losses,
@@ -87,6 +91,8 @@ def plan_cells(
 
     ``methods`` narrows the preset's methods (None: all of them); ablations then run only on
     the preset's ``ablation_methods`` among them, so one base's ablations need no other base.
+    The ``init`` method trains nothing: it evaluates the starting weights the overrides name
+    (``backbone.init``) on the data of the preset's ``init_config`` (a method's config).
     """
     config_path = config_dir(preset["config_path"])
     if config_path is None:
@@ -125,12 +131,35 @@ def plan_cells(
                     "ablation": ablation,
                     "seed": seed,
                     "config_path": str(config_path),
-                    "config_name": method,
+                    "config_name": _config_name(preset, method),
                     "overrides": [*preset.get("overrides", []), *extra],
                     "eval": dict(preset["eval"]),
                 }
             )
     return cells
+
+
+def _config_name(preset: dict[str, Any], method: str) -> str:
+    """The pretrain config a cell reads: its method's, or ``init_config`` for the init cell."""
+    if method != INIT_METHOD:
+        return method
+    if "init_config" not in preset:
+        raise UserError(
+            "the preset lists method 'init' but sets no init_config (the method config whose "
+            "data and backbone the starting weights are evaluated on, e.g. init_config: byol)"
+        )
+    return str(preset["init_config"])
+
+
+def paired_with_base(preset: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, str]:
+    """Each fgsynth cell (and its ablation cells) with its stock base, from ``overhead_pairs``."""
+    bases = dict(preset.get("overhead_pairs", {}))
+    pairs = {}
+    for record in records:
+        method, cell = record["method"], record["cell"]
+        if method in bases and cell not in pairs:
+            pairs[cell] = bases[method]
+    return pairs
 
 
 class CellFailedError(RuntimeError):
@@ -172,6 +201,7 @@ def run_benchmark(
     ``checkpoint`` picks what each cell evaluates (see ``CHECKPOINT_CHOICES``); ``dataset``
     and ``data_root`` fill a preset whose config path names ``{dataset}`` (fgvr).
     """
+    started = time.perf_counter()
     preset = for_dataset(load_preset(preset_path), dataset, data_root)
     seeds = seeds if seeds is not None else list(preset["seeds"])
     cells = plan_cells(preset, seeds, ablations, methods)
@@ -188,11 +218,13 @@ def run_benchmark(
         )
         if force or stale or not result_path.is_file():
             cell_dir.mkdir(parents=True, exist_ok=True)
+            spec["started_at"] = time.time()
             _run_cell_process(spec, cell_dir / "log.txt")
         records.append(json.loads(result_path.read_text()))
     summary = summarize(records)
     pairs = dict(preset.get("overhead_pairs", {}))
     ratios = overheads(summary, pairs)
+    paired = paired_gaps(records, paired_with_base(preset, records))
     results = {
         "preset": preset_path.name,
         "settings": preset,
@@ -201,12 +233,14 @@ def run_benchmark(
         "evaluated": checkpoint_label(checkpoint),
         "summary": summary,
         "overhead": ratios,
+        "paired": paired,
+        "wall_s": None,
+        "cells_wall_s": sum(r.get("wall_s") or 0.0 for r in records),
         "runs": records,
     }
-    atomic_write_json(out_dir / "results.json", results)
     table = f"Evaluated: {checkpoint_label(checkpoint)}.\n\n" + markdown_table(summary, ratios)
+    table += paired_table(paired)
     table += quoted_table(preset.get("quoted", []))
-    atomic_write_text(out_dir / "results.md", table)
     plot_accuracy(summary, out_dir / "accuracy.png")
     plot_losses(records, out_dir / "losses.png")
     plot_curves(records, out_dir / "curves.png")
@@ -217,6 +251,13 @@ def run_benchmark(
     gradcam_panel(first_seed, out_dir / "gradcam.png")
     pair_grids = {cell: path.with_name("pairs.png") for cell, path in first_seed.items()}
     pairs_panel(pair_grids, out_dir / "pairs.png")
+    results["wall_s"] = time.perf_counter() - started
+    atomic_write_json(out_dir / "results.json", results)
+    table += (
+        f"\nWall time: {results['wall_s']:.0f} s for this run; the cells' own: "
+        f"{results['cells_wall_s']:.0f} s.\n"
+    )
+    atomic_write_text(out_dir / "results.md", table)
     print(table)
     return results
 

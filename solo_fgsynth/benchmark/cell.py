@@ -32,9 +32,10 @@ from solo_fgsynth.benchmark.metrics import (
     probe_top1,
     retrieval_metrics,
 )
-from solo_fgsynth.benchmark.pairs import measure_cell_pairs
+from solo_fgsynth.benchmark.pairs import HEADROOM_STEPS, measure_cell_pairs
 from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.data.views import eval_transform
+from solo_fgsynth.synth.stats import TRACKED_STATISTICS
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
 WARMUP_STEPS = 5
@@ -257,6 +258,38 @@ def _load_trained(checkpoint: Path) -> nn.Module:
     return _trained_model(method_cfg, checkpoint, "the cell's checkpoint")
 
 
+def _training_view(cfg: Any) -> Any:
+    """One view of the cell's training augmentation (PIL image -> normalised tensor)."""
+    from solo.data.pretrain_dataloader import build_transform_pipeline
+
+    return build_transform_pipeline(cfg.data.dataset, cfg.augmentations[0])
+
+
+INIT_METHOD = "init"
+"""The cell that evaluates the preset's starting weights (``backbone.init``) with no SSL."""
+NO_TRAINING = {
+    "checkpoint": None,
+    "steps": 0,
+    "step_time_s": None,
+    "peak_memory_mb": None,
+    "losses": [],
+    "base_losses": [],
+    "curve": [],
+}
+
+
+def _starting_weights(cfg: Any) -> nn.Module:
+    """The backbone of ``cfg`` holding its ``backbone.init`` weights: the init cell's model."""
+    from solo_fgsynth.backbones.config import build_solo_backbone, init_settings
+
+    spec, strict = init_settings(cfg)
+    if spec is None:
+        raise ValueError("the init cell needs backbone.init in the preset's overrides")
+    backbone = build_solo_backbone(cfg)
+    init_backbone(backbone, spec, strict)
+    return backbone
+
+
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Pretrain per ``spec`` through the launcher, evaluate the backbone, return the record."""
     from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
@@ -279,13 +312,18 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     prepare_data_cfg(cfg.data, default_cache_dir())
     crop = int(cfg.augmentations[0].crop_size)
     batch = int(spec["eval"]["batch_size"])
-    record = finished_training(cell_dir, int(cfg.max_epochs))
-    if record is None:
-        record, model = _train(cfg, spec, cell_dir, crop, batch)
-    else:  # training finished in an earlier attempt: evaluate its checkpoint, do not retrain
-        model = _load_trained(Path(record["checkpoint"]))
-    backbone = model.backbone.cpu().float().eval()
-    synth = getattr(model, "fgsynth", None)
+    if spec["method"] == INIT_METHOD:
+        backbone, synth, record = _starting_weights(cfg), None, dict(NO_TRAINING)
+        selection = None  # nothing trained: the starting weights are the only checkpoint
+    else:
+        record = finished_training(cell_dir, int(cfg.max_epochs))
+        if record is None:
+            record, model = _train(cfg, spec, cell_dir, crop, batch)
+        else:  # training finished in an earlier attempt: evaluate its checkpoint, do not retrain
+            model = _load_trained(Path(record["checkpoint"]))
+        backbone = model.backbone
+        synth = getattr(model, "fgsynth", None)
+    backbone = backbone.cpu().float().eval()
     checkpoint = record["checkpoint"]
     if selection is not None:
         init_backbone(backbone, str(Path(checkpoint).parent / BEST_NAME))
@@ -304,17 +342,21 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         curve.append([steps, metrics["linear_top1"]])
     tracked = None
     if synth is not None:
-        tracked = {
-            "variance": synth.statistics.variance.cpu(),
-            "importance": synth.statistics.importance.cpu(),
-        }
+        tracked = {name: getattr(synth.statistics, name).cpu() for name in TRACKED_STATISTICS}
     diagnosis = _diagnose_cell(cfg, backbone, tracked, crop, cell_dir)
     overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
     pairs = None
     if synth is not None and synth.statistics.ready:
-        val_images = datasets.ImageFolder(cfg.data.val_path, transform=eval_transform(crop))
-        pairs = measure_cell_pairs(backbone, synth, val_images, cell_dir / "pairs.png")
+        pairs = measure_cell_pairs(
+            backbone,
+            synth,
+            datasets.ImageFolder(cfg.data.val_path, transform=eval_transform(crop)),
+            datasets.ImageFolder(cfg.data.train_path, transform=eval_transform(crop)),
+            _training_view(cfg),
+            cell_dir / "pairs.png",
+            headroom_steps=int(spec["eval"].get("headroom_steps", HEADROOM_STEPS)),
+        )
     return {
         "cell": spec["cell"],
         "method": spec["method"],
@@ -341,6 +383,7 @@ def main(argv: list[str]) -> int:
     """``python -m solo_fgsynth.benchmark.cell SPEC.json``: run one cell, write its result."""
     spec = json.loads(Path(argv[0]).read_text())
     result = run_cell(spec)
+    result["wall_s"] = time.time() - spec.get("started_at", time.time())
     atomic_write_json(Path(spec["cell_dir"]) / "result.json", result)
     return 0
 

@@ -1,54 +1,125 @@
-"""The synthesized pairs of a trained fgsynth cell: their size on validation images, a picture.
+"""A trained fgsynth cell's synthesized pairs: their numbers, the decoder's headroom, a picture.
 
-Ratios are measured on eval-mode features of validation images (not the augmented train-mode
-views the statistics come from), with the trained decoder: what the encoder was asked to
-ignore, on data it did not train on.
+Pairs are measured twice, labelled: as training makes them (``train``: the train-mode backbone,
+BatchNorm statistics left alone, on validation images under the training augmentation, the
+kind of input the decoder learned from) and on plain validation images through the eval-mode
+backbone (``eval``). ``recon_headroom`` is what a fresh decoder of the same shape reaches at
+8 px on the cell's frozen train-mode features (:func:`decoder_headroom`, budget below).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from solo_fgsynth._io import atomic_write_bytes
-from solo_fgsynth.synth import FGSynth, measure_pairs, pairs_grid, save_pairs_png
+from solo_fgsynth.synth import (
+    FGSynth,
+    decoder_headroom,
+    frozen_batchnorm_statistics,
+    measure_pairs,
+    pairs_grid,
+    save_pairs_png,
+)
 
-MEASURED_IMAGES = 64
+MEASURED_IMAGES = 256
+HEADROOM_TRAIN_IMAGES = 2048
+HEADROOM_STEPS = 600
+HEADROOM_LR = 1e-3
+ENCODE_BATCH = 128
 GRID_ROWS = 8
 LABEL_HEIGHT = 16
 
 
-@torch.no_grad()
-def measure_cell_pairs(
-    backbone: nn.Module, synth: FGSynth, dataset: Dataset, png_path: Path
-) -> dict[str, float]:
-    """``pair_feature_ratio`` and ``pair_diff_ratio`` on validation images; writes ``pairs.png``.
+def _spread(dataset: Dataset, count: int) -> list[int]:
+    """``count`` indexes spread evenly over ``dataset`` (every class represented)."""
+    return np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int).tolist()
 
-    ``dataset`` yields ``(normalized image, label)`` with ImageNet statistics; images are
-    spread evenly over it, so every class is represented.
+
+def _images(dataset: Any, picks: list[int], view: Callable | None) -> Tensor:
+    """The picked images, each through ``view`` (a PIL -> tensor transform) when given."""
+    if view is None:
+        return torch.stack([dataset[index][0] for index in picks])
+    return torch.stack([view(dataset.loader(dataset.samples[index][0])) for index in picks])
+
+
+@torch.no_grad()
+def _train_mode_features(backbone: nn.Module, images: Tensor) -> Tensor:
+    """Pooled features of the train-mode backbone in batches, its BatchNorm statistics kept."""
+    backbone.train()
+    with frozen_batchnorm_statistics(backbone):
+        return torch.cat([backbone(batch).float() for batch in images.split(ENCODE_BATCH)])
+
+
+def measure_cell_pairs(
+    backbone: nn.Module,
+    synth: FGSynth,
+    val_images: Any,
+    train_images: Any,
+    train_view: Callable,
+    png_path: Path,
+    headroom_steps: int = HEADROOM_STEPS,
+) -> dict[str, Any]:
+    """The pairs' numbers in train and eval mode, the decoder's headroom; writes ``pairs.png``.
+
+    ``val_images`` and ``train_images`` are torchvision image folders whose transform is the
+    plain eval view (normalised with ImageNet statistics); ``train_view`` is the training
+    augmentation's view (PIL -> normalised tensor). ``pairs.png`` shows the train-mode pairs.
+    ``headroom_steps``: the fresh decoder's Adam steps (a preset's ``eval.headroom_steps``).
     """
-    picks = np.linspace(0, len(dataset) - 1, min(MEASURED_IMAGES, len(dataset))).astype(int)
-    images = torch.stack([dataset[int(index)][0] for index in picks])
     synth = synth.cpu().float().eval()
-    features = backbone(images)
-    measured = measure_pairs(synth, features, generator=torch.Generator().manual_seed(0))
-    rows = np.linspace(0, len(images) - 1, min(GRID_ROWS, len(images))).astype(int)
+    backbone = backbone.cpu().float()
+    generator = torch.Generator().manual_seed(0)
+    picks = _spread(val_images, MEASURED_IMAGES)
+    augmented = _images(val_images, picks, train_view)
+    backbone.train()
+    with frozen_batchnorm_statistics(backbone):
+        train_mode = measure_pairs(synth, backbone, augmented, generator)
+    backbone.eval()
+    plain = _images(val_images, picks, None)
+    eval_mode = measure_pairs(synth, backbone, plain, generator)
+    headroom_picks = _spread(train_images, HEADROOM_TRAIN_IMAGES)
+    headroom_images = _images(train_images, headroom_picks, train_view)
+    headroom = decoder_headroom(
+        _train_mode_features(backbone, headroom_images),
+        headroom_images,
+        _train_mode_features(backbone, augmented),
+        augmented,
+        width=synth.config.decoder_width,
+        steps=headroom_steps,
+        lr=HEADROOM_LR,
+    )
+    backbone.eval()
+    rows = np.linspace(0, len(picks) - 1, min(GRID_ROWS, len(picks))).astype(int)
     grid = pairs_grid(
-        images[rows],
-        measured.decoded[rows],
-        measured.decoded_perturbed[rows],
+        augmented[rows],
+        train_mode.decoded[rows],
+        train_mode.decoded_perturbed[rows],
         IMAGENET_DEFAULT_MEAN,
         IMAGENET_DEFAULT_STD,
     )
     save_pairs_png(grid, png_path)
-    return measured.ratios()
+    numbers = dict(train_mode.numbers())
+    numbers["recon_headroom"] = headroom
+    numbers["recon_headroom_share"] = train_mode.recon_r2_8px / headroom if headroom > 0 else None
+    numbers["eval_mode"] = eval_mode.numbers()
+    numbers["measured_images"] = len(picks)
+    numbers["headroom_budget"] = {
+        "train_images": len(headroom_picks),
+        "steps": headroom_steps,
+        "lr": HEADROOM_LR,
+        "optimizer": "adam",
+    }
+    return numbers
 
 
 def pairs_panel(grids: dict[str, Path], path: Path, min_height: int = 400) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 METRICS = ("linear_top1", "knn_top1", "retrieval_top1", "retrieval_top5", "retrieval_map")
+PAIRED_METRICS = ("linear_top1", "retrieval_map")
 
 
 def _mean_std(values: list[float | None]) -> dict[str, float | None]:
@@ -51,6 +52,59 @@ def overheads(summary: dict[str, Any], pairs: dict[str, str]) -> dict[str, dict[
                 for key in ("step_time_s", "peak_memory_mb")
             }
     return ratios
+
+
+def paired_gaps(records: list[dict[str, Any]], pairs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Cell minus its base, paired by training seed: mean, 95 % interval half-width, per seed.
+
+    ``pairs`` maps a cell to its base (``fgsynth_byol: byol``). For each metric of
+    ``PAIRED_METRICS`` over the seeds both cells ran: the per-seed differences, their mean,
+    and the half-width of the two-sided 95 % Student-t interval of that mean
+    (``t_{0.975, n-1} * sd / sqrt(n)``; None below two seeds).
+    """
+    from scipy.stats import t as student_t
+
+    by_key = {(r["cell"], r["seed"]): r for r in records}
+    paired = {}
+    for cell, base in pairs.items():
+        seeds = sorted(s for c, s in by_key if c == cell and (base, s) in by_key)
+        if not seeds:
+            continue
+        entry: dict[str, Any] = {"base": base, "seeds": seeds}
+        for metric in PAIRED_METRICS:
+            gaps = [
+                by_key[(cell, s)]["metrics"][metric] - by_key[(base, s)]["metrics"][metric]
+                for s in seeds
+            ]
+            n = len(gaps)
+            half_width = None
+            if n > 1:
+                half_width = float(student_t.ppf(0.975, n - 1)) * statistics.stdev(gaps) / n**0.5
+            entry[metric] = {
+                "mean": statistics.fmean(gaps),
+                "ci95": half_width,
+                "n": n,
+                "per_seed": dict(zip(seeds, gaps, strict=True)),
+            }
+        paired[cell] = entry
+    return paired
+
+
+def paired_table(paired: dict[str, dict[str, Any]]) -> str:
+    """The paired gaps as markdown: mean ± 95 % half-width (n), per metric."""
+    if not paired:
+        return ""
+    header = ["paired gap", *(f"{m} (mean ± 95 % CI)" for m in PAIRED_METRICS), "seeds"]
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cell, entry in paired.items():
+        cells = []
+        for metric in PAIRED_METRICS:
+            gap = entry[metric]
+            spread = "n/a" if gap["ci95"] is None else f"{gap['ci95']:.2f}"
+            cells.append(f"{gap['mean']:+.2f} ± {spread}")
+        seeds = ", ".join(str(s) for s in entry["seeds"])
+        lines.append(f"| {cell} − {entry['base']} | " + " | ".join(cells) + f" | {seeds} |")
+    return "\n".join(lines) + "\n"
 
 
 def format_mean_std(entry: dict[str, float]) -> str:

@@ -39,6 +39,7 @@ SPLITS = ("train", "val")
 MAX_CLASSES = len(MARK_SHAPES) * len(MARK_COLOURS) * len(MARK_POSITIONS)
 _INTEGER_KNOBS: dict[str, tuple[int, int | None]] = {
     "num_classes": (2, MAX_CLASSES),
+    "first_class": (0, MAX_CLASSES - 2),
     "image_size": (32, 96),
     "train_per_class": (1, None),
     "val_per_class": (1, None),
@@ -53,9 +54,13 @@ class FGMarksConfig:
 
     ``detail_size`` is the mark's diameter as a fraction of the object's length; ``nuisance``
     scales every nuisance range from 0 (canonical object on plain grey) to 1 (full variation).
+    ``first_class`` skips that many classes of the fixed class table: ``first_class=12,
+    num_classes=42`` are classes 12-53, none of them a class of the default first 12 (the
+    benchmark's generic init is trained on such a disjoint label set).
     """
 
     num_classes: int = 24
+    first_class: int = 0
     image_size: int = 64
     detail_size: float = 0.2
     nuisance: float = 1.0
@@ -70,6 +75,12 @@ class FGMarksConfig:
         for name, (low, high) in _REAL_KNOBS.items():
             _check_float(name, getattr(self, name), low, high)
             object.__setattr__(self, name, float(getattr(self, name)))
+        if self.first_class + self.num_classes > MAX_CLASSES:
+            raise ValueError(
+                f"FGMarksConfig.first_class={self.first_class} with num_classes="
+                f"{self.num_classes} runs past the {MAX_CLASSES} classes fgmarks has: allowed is "
+                f"first_class + num_classes <= {MAX_CLASSES}"
+            )
 
     @classmethod
     def from_mapping(cls, knobs: Mapping[str, Any] | None) -> FGMarksConfig:
@@ -87,8 +98,14 @@ class FGMarksConfig:
         return self.train_per_class if split == "train" else self.val_per_class
 
     def cache_key(self) -> str:
-        """Stable hash of the config and generator version: the cache folder name."""
-        return stable_key({"generator": "fgmarks", "version": GENERATOR_VERSION, **self.as_dict()})
+        """Stable hash of the config and generator version: the cache folder name.
+
+        ``first_class`` enters only when set, so the folders of earlier settings keep their name.
+        """
+        knobs = self.as_dict()
+        if not knobs["first_class"]:
+            del knobs["first_class"]
+        return stable_key({"generator": "fgmarks", "version": GENERATOR_VERSION, **knobs})
 
     def as_dict(self) -> dict[str, int | float]:
         """The knobs as a plain dict (JSON-serialisable)."""
@@ -133,24 +150,26 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def detail_table(num_classes: int) -> np.ndarray:
+def detail_table(num_classes: int, first_class: int = 0) -> np.ndarray:
     """Class index -> (shape, colour, position) indices, shape ``num_classes x 3``.
 
     Classes are taken in a fixed order that keeps the three factors nearly balanced for any
     ``num_classes``; the table does not depend on the seed, so a class means the same everywhere.
+    Label 0 is class ``first_class`` of that order.
     """
     _check_int("num_classes", num_classes, 2, MAX_CLASSES)
+    _check_int("first_class", first_class, 0, MAX_CLASSES - num_classes)
     index = np.arange(MAX_CLASSES)
     shape = index % len(MARK_SHAPES)
     colour = (index + index // len(MARK_SHAPES)) % len(MARK_COLOURS)
     position = (index + index // (len(MARK_SHAPES) * len(MARK_COLOURS))) % len(MARK_POSITIONS)
-    return np.stack([shape, colour, position], axis=1)[:num_classes]
+    return np.stack([shape, colour, position], axis=1)[first_class : first_class + num_classes]
 
 
-def class_names(num_classes: int) -> list[str]:
+def class_names(num_classes: int, first_class: int = 0) -> list[str]:
     """Readable class names such as ``'03_triangle-dark-front'``; sorted order = label order."""
     names = []
-    for label, (shape, colour, position) in enumerate(detail_table(num_classes)):
+    for label, (shape, colour, position) in enumerate(detail_table(num_classes, first_class)):
         detail = f"{MARK_SHAPES[shape]}-{MARK_COLOURS[colour]}-{MARK_POSITIONS[position]}"
         names.append(f"{label:02d}_{detail}")
     return names
@@ -177,7 +196,7 @@ def sample_scenes(config: FGMarksConfig, split: str) -> SceneBatch:
     labels = label_rng.permutation(
         np.repeat(np.arange(config.num_classes), config.per_class(split))
     )
-    details = detail_table(config.num_classes)[labels]
+    details = detail_table(config.num_classes, config.first_class)[labels]
     strength = config.nuisance
     size = config.image_size
 
@@ -238,7 +257,7 @@ def generate(config: FGMarksConfig, split: str) -> tuple[np.ndarray, np.ndarray]
 
 def _write_split(config: FGMarksConfig, split: str, split_dir: Path, progress: bool) -> None:
     images, labels = generate(config, split)
-    names = class_names(config.num_classes)
+    names = class_names(config.num_classes, config.first_class)
     for name in names:
         (split_dir / name).mkdir(parents=True)
     written_per_class = np.zeros(config.num_classes, dtype=np.int64)
@@ -269,7 +288,7 @@ def materialize(config: FGMarksConfig, root: Path, progress: bool = True) -> tup
         "dataset": "fgmarks",
         "generator_version": GENERATOR_VERSION,
         "config": config.as_dict(),
-        "classes": class_names(config.num_classes),
+        "classes": class_names(config.num_classes, config.first_class),
         "counts": {split: config.num_classes * config.per_class(split) for split in SPLITS},
     }
     target = cached_directory(Path(root), config.cache_key(), build, manifest)

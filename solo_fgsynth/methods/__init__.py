@@ -1,4 +1,4 @@
-"""The solo-learn adapter: registers ``fgsynth`` and the plugin's backbones into solo-learn."""
+"""The solo-learn adapter: registers ``fgsynth``, ``supervised`` and the plugin's backbones."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import warnings
 
 
 def register_methods() -> None:
-    """Add ``fgsynth`` to ``solo.methods.METHODS`` and the plugin's backbones to solo-learn's
-    backbone table, so ``backbone.name: resnet18_small`` works for every method (idempotent)."""
+    """Add ``fgsynth`` and ``supervised`` to ``solo.methods.METHODS`` and the plugin's backbones
+    to solo-learn's backbone table, so ``backbone.name: resnet18_small`` works for every method
+    (idempotent)."""
     with warnings.catch_warnings():
         # solo-learn's own imports warn about timm/torch deprecations the user cannot act on.
         warnings.simplefilter("ignore", FutureWarning)
@@ -17,6 +18,8 @@ def register_methods() -> None:
 
         from solo_fgsynth.backbones import BACKBONES
         from solo_fgsynth.methods.fgsynth import FGSynthMethod
+        from solo_fgsynth.methods.supervised import Supervised
 
     METHODS["fgsynth"] = FGSynthMethod
+    METHODS["supervised"] = Supervised
     BaseMethod._BACKBONES.update(BACKBONES)
