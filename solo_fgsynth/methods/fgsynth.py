@@ -240,8 +240,10 @@ class FGSynthMixin:
         step with pairs of each epoch that logs a pair grid (one extra encoder pass over the
         batch and three over decodes).
         """
+        # its own random stream, so logging never changes the training's draws
+        generator = torch.Generator().manual_seed(int(self.global_step))  # type: ignore[attr-defined]
         with frozen_batchnorm_statistics(self.backbone):  # type: ignore[arg-type]
-            measured = measure_pairs(self.fgsynth, self.backbone, views.detach())
+            measured = measure_pairs(self.fgsynth, self.backbone, views.detach(), generator)
         return {
             f"train_{name}": measured.numbers()[name]
             for name in ("pair_selectivity", "pair_selectivity_control", "reencode_correlation")
