@@ -16,7 +16,6 @@ from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_b
 from solo_fgsynth.launch.common import (
     _checkpoint_state,
     _classification_datasets,
-    _command,
     _eval_transforms,
     _fit,
     load_weights_or_refuse,
@@ -130,13 +129,3 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
     trainer, _ = _fit(cfg, model, train_loader, val_loader, Path(cfg.checkpoint.dir) / "linear")
     results = trainer.validate(model, val_loader, verbose=False)
     return {key: float(value) for key, value in results[0].items()}
-
-
-def linear(argv: list[str]) -> int:
-    """``solo-fgsynth linear``: offline linear evaluation; prints the final validation metrics."""
-    return _command(
-        "linear",
-        "Linear evaluation of a pretrained checkpoint (solo-learn linear config).",
-        argv,
-        run_linear,
-    )
