@@ -124,7 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solo-fgsynth zoo",
         description="Pretrained backbones: list, describe, download (sha256-verified) and publish.",
-        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses the cache only, "
+        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses no network "
+        "(the cache and local files only), "
         f"{MANIFEST_ENV}=FILE_OR_URL another manifest.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -139,7 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("name")
     download.add_argument("--cache-dir", metavar="DIR", help=f"cache (default: ${CACHE_ENV})")
-    download.add_argument("--offline", action="store_true", help="use the cache only")
+    download.add_argument(
+        "--offline", action="store_true", help="no network: the cache and local files only"
+    )
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
     download.add_argument(
         "--retries", type=int, default=DEFAULT_RETRIES, help="extra attempts per source"
