@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from solo_fgsynth.errors import concise_user_errors
 from solo_fgsynth.zoo.card import render_card
 from solo_fgsynth.zoo.download import CACHE_ENV, OFFLINE_ENV, cache_dir, fetch
 from solo_fgsynth.zoo.errors import (
@@ -50,11 +51,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+@concise_user_errors
 def list_models(manifest: str | Path | None = None) -> list[str]:
     """Names of the published entries, in manifest order."""
     return Manifest.load(manifest).names()
 
 
+@concise_user_errors
 def get_entry(name: str, manifest: str | Path | None = None) -> ZooEntry:
     """The manifest entry called ``name``; an unknown name raises with close names suggested."""
     return Manifest.load(manifest).get(name)

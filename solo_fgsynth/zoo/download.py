@@ -20,6 +20,7 @@ import pooch
 import requests
 from filelock import FileLock
 
+from solo_fgsynth.errors import concise_user_errors
 from solo_fgsynth.zoo.errors import DownloadError, OfflineError, ZooError
 from solo_fgsynth.zoo.manifest import Manifest, ZooEntry
 
@@ -135,9 +136,11 @@ def _is_verified(path: Path, entry: ZooEntry) -> bool:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, ValueError) and "hash" in str(error).lower():
-        return f"sha256 mismatch, file discarded ({error})"
-    return str(error) or type(error).__name__
+    """Why a source failed, in one line (it joins the others in the error's one line)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, ValueError) and "hash" in text.lower():
+        return f"sha256 mismatch, file discarded ({text})"
+    return text
 
 
 def fetch_entry(
@@ -204,10 +207,11 @@ def fetch_entry(
         )
     raise DownloadError(
         f"could not get a verified copy of {entry.name!r} (sha256 {entry.sha256}) from any of "
-        f"its {len(failures)} source(s):\n" + "\n".join(f"  - {failure}" for failure in failures)
+        f"its {len(failures)} source(s): " + "; ".join(failures)
     )
 
 
+@concise_user_errors
 def fetch(
     name: str,
     *,
