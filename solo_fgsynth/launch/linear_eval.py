@@ -96,7 +96,7 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
             f"data.train_path={cfg.data.train_path!r} has {cfg.data.num_classes}"
         )
     lightning_devices(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, verbose=False)  # no line on stderr before a config error
 
     loss_func, mixup_func = _linear_loss(cfg)
     model = LinearModel(_linear_backbone(cfg), loss_func=loss_func, mixup_func=mixup_func, cfg=cfg)

@@ -71,7 +71,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     _resolve_devices(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, verbose=False)  # no line on stderr before a config error
     if cfg.data.num_large_crops != 2 and cfg.method not in ("wmse", "mae"):
         raise LaunchError(
             f"{cfg.data.num_large_crops} large crops configured; method {cfg.method!r} needs 2 "
