@@ -1,4 +1,9 @@
-"""The ``solo-fgsynth`` command: one entry point that dispatches to each subcommand's module."""
+"""The ``solo-fgsynth`` command: one entry point that dispatches to each subcommand's module.
+
+A command's module is imported only when that command runs, and ``import solo_fgsynth`` loads
+neither solo-learn nor torch (see :mod:`solo_fgsynth._solo`), so ``--help`` and a usage error
+answer at once.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,17 @@ from solo_fgsynth.errors import DEBUG_ENV, UserError, report_user_error
 # name -> (module, function, help). Each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": (
-        "solo_fgsynth.launch",
+        "solo_fgsynth.launch.cli",
         "pretrain",
         "pretrain any solo-learn method from a hydra config (--config-path, --config-name)",
     ),
     "linear": (
-        "solo_fgsynth.launch",
+        "solo_fgsynth.launch.cli",
         "linear",
         "offline linear evaluation of a pretrained checkpoint (solo-learn linear config)",
     ),
     "knn": (
-        "solo_fgsynth.launch",
+        "solo_fgsynth.launch.cli",
         "knn",
         "kNN evaluation of a pretrained checkpoint (solo-learn knn config)",
     ),

@@ -6,12 +6,18 @@ exit code 2; the traceback is printed only with ``--debug`` (or ``SOLO_FGSYNTH_D
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 DEBUG_ENV = "SOLO_FGSYNTH_DEBUG"
 USER_ERROR_EXIT_CODE = 2
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class UserError(Exception):
@@ -47,3 +53,20 @@ def report_user_error(command: str, error: UserError) -> int:
         print(line, file=sys.stderr)
     print(error_line(command, error), file=sys.stderr)
     return USER_ERROR_EXIT_CODE
+
+
+def concise_user_errors(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Raise ``function``'s :class:`UserError` without the frames under the call, so a Python
+    caller's traceback is its own call and the one-line message the command line prints; the
+    full traceback when debugging (``$SOLO_FGSYNTH_DEBUG``)."""
+
+    @functools.wraps(function)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except UserError as error:
+            if debug_enabled():
+                raise
+            raise error.with_traceback(None) from error.__cause__
+
+    return call

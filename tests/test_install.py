@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 WHEEL_LIMIT_BYTES = 20 * 10**6
 
 # Run in the installed copy from an empty directory: every preset's cells and every config
-# compose, and every weight the manifest ships inside the package is there with its sha256.
+# compose, and every weight the manifest ships inside the package is there with its sha256 and
+# loads with SOLO_FGSYNTH_OFFLINE=1 and an empty cache.
 RESOLVE_EVERYTHING = """
 import hashlib, json, sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from solo_fgsynth.benchmark import _preset_path, load_preset, plan_cells
 from solo_fgsynth.benchmark.fgvr import for_dataset
 from solo_fgsynth.launch import load_config
 from solo_fgsynth.resources import scripts_dir
-from solo_fgsynth.zoo import Manifest
+from solo_fgsynth.zoo import Manifest, load
 
 package = Path(solo_fgsynth.__file__).parent
 report = {"package": str(package), "presets": {}, "configs": [], "weights": []}
@@ -55,7 +56,8 @@ for entry in zoo.entries:
         local = Path(url.removeprefix("file://"))
         if url.startswith("file://") and package in local.parents:
             digest = hashlib.sha256(local.read_bytes()).hexdigest()
-            report["weights"].append([entry.name, digest == entry.sha256])
+            loaded = not load(entry.name).training
+            report["weights"].append([entry.name, digest == entry.sha256, loaded])
 print(json.dumps(report))
 """
 
@@ -91,7 +93,13 @@ def test_installed_wheel_resolves_every_preset_config_and_shipped_weight_from_el
     subprocess.run([*pip_install, "--target", str(target), str(wheel)], check=True, timeout=600)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(target), "SOLO_FGSYNTH_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        "SOLO_FGSYNTH_DATA_DIR": str(tmp_path),
+        "SOLO_FGSYNTH_CACHE": str(tmp_path / "empty-zoo-cache"),
+        "SOLO_FGSYNTH_OFFLINE": "1",
+    }
     env.pop("SOLO_FGSYNTH_MANIFEST", None)
     completed = subprocess.run(
         [sys.executable, "-c", RESOLVE_EVERYTHING],
@@ -120,8 +128,8 @@ def test_installed_wheel_resolves_every_preset_config_and_shipped_weight_from_el
         for entry in Manifest.load(DEFAULT_MANIFEST).entries
         if any(not url.startswith(("http", "file", "../")) for url in entry.urls)
     }
-    assert {name for name, _ in report["weights"]} == shipped
-    assert all(matches for _, matches in report["weights"])
+    assert {name for name, _, _ in report["weights"]} == shipped
+    assert all(matches and loaded for _, matches, loaded in report["weights"])
 
 
 def test_a_users_own_config_folder_wins_over_the_packaged_one(

@@ -29,13 +29,30 @@ def test_import_and_core_work_without_solo_learn() -> None:
     assert result.stdout.strip() == "recon True"
 
 
+REGISTERED = (
+    "from solo.methods import METHODS\n"
+    "from solo.methods.base import BaseMethod\n"
+    "print(METHODS['fgsynth'].__name__, METHODS['supervised'].__name__,"
+    " 'resnet18_small' in BaseMethod._BACKBONES)\n"
+)
+
+
 @pytest.mark.solo
-def test_importing_the_package_registers_fgsynth_quietly() -> None:
-    result = _python(
+@pytest.mark.parametrize(
+    "first_imports",
+    [
+        # The package alone does not import solo-learn; it registers when solo-learn is imported.
         "import warnings; warnings.simplefilter('error')\n"
         "import solo_fgsynth\n"
-        "from solo.methods import METHODS\n"
-        "print(METHODS['fgsynth'].__name__)\n"
-    )
+        "assert 'solo' not in sys.modules and 'lightning' not in sys.modules\n",
+        "import solo\nimport solo_fgsynth\n",
+        # solo-learn first imported from inside a method's module, as a checkpoint load does.
+        "from solo_fgsynth.methods.fgsynth import FGSynthMethod\n",
+        "from solo_fgsynth.methods.supervised import Supervised\n",
+    ],
+    ids=["package-then-solo", "solo-then-package", "fgsynth-module", "supervised-module"],
+)
+def test_importing_the_package_registers_the_methods_and_backbones(first_imports: str) -> None:
+    result = _python("import sys\n" + first_imports + REGISTERED)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "FGSynthMethod"
+    assert result.stdout.strip() == "FGSynthMethod Supervised True"

@@ -268,6 +268,56 @@ def test_knn_refuses_a_corrupt_checkpoint(
     ), line
 
 
+@pytest.mark.solo
+@pytest.mark.parametrize(
+    ("stage", "config", "extra", "expected"),
+    [
+        (
+            "pretrain",
+            "fgsynth_byol",
+            ["method_kwargs.var_fraction=1.5"],
+            "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fraction=1.5 is out "
+            "of range: allowed is a number in [0, 1]",
+        ),
+        (
+            "linear",
+            "linear",
+            ["accelerator=cpu", "devices=1", "pretrained_feature_extractor={tmp}/run.ckpt"],
+            "solo-fgsynth linear: error: pretrained_feature_extractor='{tmp}/run.ckpt' is not a "
+            "readable checkpoint (",
+        ),
+    ],
+)
+def test_an_error_found_after_seeding_is_the_only_line_on_stderr(
+    stage: str, config: str, extra: list[str], expected: str, tmp_path: Path
+) -> None:
+    # solo-learn's own cifar10 needs no data preparation, so nothing else writes to stderr.
+    (tmp_path / "run.ckpt").write_bytes(b"\x00" * 64)
+    argv = [
+        stage,
+        "-cp",
+        str(SCRIPTS / stage / "custom"),
+        "-cn",
+        config,
+        "data.dataset=cifar10",
+        f"data.train_path={tmp_path / 'none'}",
+        f"data.val_path={tmp_path / 'none'}",
+        f"checkpoint.dir={tmp_path / 'runs'}",
+        *(override.format(tmp=tmp_path) for override in extra),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
+        "SOLO_FGSYNTH_DATA_DIR": str(tmp_path / "cache"),
+    }
+    command = [sys.executable, "-m", "solo_fgsynth.cli", *argv]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected.format(tmp=tmp_path)), lines[0]
+
+
 def test_debug_prints_the_traceback_before_the_same_line() -> None:
     env = {
         **os.environ,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import torchvision
 from torch import nn
 
 from solo_fgsynth import zoo
+from solo_fgsynth.errors import DEBUG_ENV
 from solo_fgsynth.zoo.cli import main as zoo_main
 from solo_fgsynth.zoo.export import REPO_ZOO_DIR
 from solo_fgsynth.zoo.manifest import DEFAULT_MANIFEST, BackboneSpec, Manifest
@@ -113,6 +118,67 @@ def test_packaged_manifest_is_valid_and_its_cards_are_current() -> None:
     for entry in packaged.entries:
         card = REPO_ZOO_DIR / "cards" / f"{entry.name}.md"
         assert card.read_text() == zoo.render_card(entry), "run: solo-fgsynth zoo cards"
+
+
+def _malformed_manifest(path: Path) -> Path:
+    path.write_text(json.dumps({"schema_version": 1, "entries": [{"name": "x"}]}))
+    return path
+
+
+def _http_only_manifest(path: Path) -> Path:
+    entry = zoo.get_entry("byol-resnet18small-fgmarks", manifest=DEFAULT_MANIFEST).to_dict()
+    entry["urls"] = ["http://127.0.0.1:9/never-fetched.safetensors"]
+    path.write_text(json.dumps({"schema_version": 1, "entries": [entry]}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_manifest", "name", "error_type"),
+    [
+        (lambda path: DEFAULT_MANIFEST, "byol-resnet18smal-fgmarks", zoo.UnknownModelError),
+        (_malformed_manifest, "x", zoo.ManifestError),
+        (_http_only_manifest, "byol-resnet18small-fgmarks", zoo.OfflineError),
+    ],
+    ids=["unknown-name", "malformed-manifest", "offline-without-cache"],
+)
+def test_load_raises_the_error_whose_message_is_the_cli_line(
+    make_manifest: Callable[[Path], Path],
+    name: str,
+    error_type: type[zoo.ZooError],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = make_manifest(tmp_path / "manifest.json")
+    cache = tmp_path / "cache"
+    with pytest.raises(error_type) as error:
+        zoo.load(name, manifest=manifest, cache=cache, offline=True)
+    message = str(error.value)
+    assert "\n" not in message
+    args = ["download", name, "--manifest", str(manifest), "--cache-dir", str(cache), "--offline"]
+    assert zoo_main(args) == 2
+    assert capsys.readouterr().err == f"solo-fgsynth zoo download: error: {message}\n"
+
+
+def test_a_python_caller_sees_its_call_and_the_message_not_the_zoo_internals() -> None:
+    code = "from solo_fgsynth import zoo; zoo.load('nope')"
+    env = {**os.environ, "PYTHONPATH": str(Path(zoo.__file__).resolve().parents[2])}
+    env.pop(DEBUG_ENV, None)
+    env.pop(zoo.MANIFEST_ENV, None)
+    run = [sys.executable, "-c", code]
+    plain = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    debug = subprocess.run(
+        run, capture_output=True, text=True, env={**env, DEBUG_ENV: "1"}, timeout=300
+    )
+    message = f"unknown model 'nope'; available: {', '.join(zoo.list_models(DEFAULT_MANIFEST))}"
+    for result in (plain, debug):
+        assert result.returncode == 1
+        assert (
+            result.stderr.splitlines()[-1]
+            == f"solo_fgsynth.zoo.errors.UnknownModelError: {message}"
+        )
+    frames = [line for line in plain.stderr.splitlines() if line.lstrip().startswith("File ")]
+    assert len(frames) == 2 and frames[0].startswith('  File "<string>", line 1')
+    assert "manifest.py" not in plain.stderr and "manifest.py" in debug.stderr
 
 
 def test_list_of_an_empty_manifest_prints_a_helpful_line(

@@ -14,12 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import torchvision
 
 from solo_fgsynth import zoo
 from solo_fgsynth.zoo.cli import main as zoo_main
-from solo_fgsynth.zoo.manifest import BackboneSpec
+from solo_fgsynth.zoo.manifest import PACKAGED_WEIGHTS_DIR, BackboneSpec
 from solo_fgsynth.zoo.weights import serialize_backbone
 
 NAME = "fgsynth-byol-resnet18-fgmarks"
@@ -236,6 +237,49 @@ def test_offline_with_an_empty_cache_says_what_to_do(
     online = zoo.fetch(NAME, manifest=manifest, cache=cache, progress=False)
     assert zoo.fetch(NAME, manifest=manifest, cache=cache, offline=True) == online
     assert server.hits["/w.bin"] == 1
+
+
+def test_offline_loads_the_packaged_weights_with_an_empty_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(zoo.MANIFEST_ENV, raising=False)
+    monkeypatch.setenv(zoo.OFFLINE_ENV, "1")
+    packaged = zoo.Manifest.load()
+    names = [
+        entry.name
+        for entry in packaged.entries
+        if all(PACKAGED_WEIGHTS_DIR.as_uri() in url for url in packaged.source_urls(entry))
+    ]
+    assert names, "the packaged manifest has no weights shipped in the package"
+    for name in names:
+        entry = packaged.get(name)
+        cache = tmp_path / name
+        model = zoo.load(name, cache=cache)
+        stored = safetensors.torch.load_file(PACKAGED_WEIGHTS_DIR / f"{name}.safetensors")
+        state = model.state_dict()
+        assert stored.keys() <= state.keys()
+        assert all(torch.equal(state[key], value) for key, value in stored.items())
+        assert _cache_files(cache) == [entry.cache_filename]
+    empty = tmp_path / "empty"
+    assert zoo_main(["download", names[0], "--offline", "--cache-dir", str(empty)]) == 0
+    assert Path(capsys.readouterr().out.strip()).parent == empty.resolve()
+
+
+def test_offline_skips_network_sources_and_takes_a_local_one(
+    server: Server, tmp_path: Path
+) -> None:
+    server.routes["/w.bin"] = Route(PAYLOAD)
+    (tmp_path / "w.bin").write_bytes(PAYLOAD)
+    manifest = _write_manifest(tmp_path, [server.url("/w.bin"), "w.bin"])
+    path = zoo.fetch(NAME, manifest=manifest, cache=tmp_path / "cache", offline=True)
+    assert path.read_bytes() == PAYLOAD
+    assert server.hits["/w.bin"] == 0
+
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(zoo.OfflineError, match=r"its local source\(s\) failed: file://") as error:
+        zoo.fetch(NAME, manifest=manifest, cache=tmp_path / "other", offline=True)
+    assert "local file not found" in str(error.value)
+    assert server.hits["/w.bin"] == 0
 
 
 def test_unreadable_offline_setting_is_rejected(

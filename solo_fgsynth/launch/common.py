@@ -1,8 +1,7 @@
-"""What every launcher stage shares once its config is checked: weights, fit, logging, CLI."""
+"""What every launcher stage shares once its config is checked: weights, fit, logging."""
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -14,15 +13,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from solo_fgsynth._solo import require_solo
-from solo_fgsynth.errors import UserError, report_user_error
-from solo_fgsynth.launch.config import LaunchError, load_config
+from solo_fgsynth.launch.config import LaunchError
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
 
@@ -197,59 +194,3 @@ def _fit(
 
     last = getattr(checkpointer, "last_ckpt", None) or ckpt_path
     return trainer, Path(last) if checkpointer is not None and last else None
-
-
-_EPILOG = """\
-overrides are hydra's: key=value, +new_key=value, ~key. Examples:
-  solo-fgsynth pretrain --config-path scripts/pretrain/fgmarks --config-name fgsynth_byol
-  solo-fgsynth pretrain -cp scripts/pretrain/custom -cn byol data.train_path=/d/train \\
-      data.val_path=/d/val accelerator=cpu devices=2 strategy=ddp
-  solo-fgsynth linear -cp scripts/linear/fgmarks -cn byol pretrained_feature_extractor=RUN.ckpt
-  solo-fgsynth knn -cp scripts/knn/fgmarks -cn knn pretrained_checkpoint_dir=trained_models/byol/RUN
-plugin datasets (fgmarks, cub200, cars, aircraft, imagefolder) are prepared under
-$SOLO_FGSYNTH_DATA_DIR (default ~/.cache/solo-fgsynth/data)."""
-
-
-def _parse(command: str, description: str, argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=f"solo-fgsynth {command}",
-        description=description,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config-path",
-        "-cp",
-        help="directory of the yaml config (default: the directory part of --config-name, or .)",
-    )
-    parser.add_argument(
-        "--config-name", "-cn", required=True, help="config name in that directory, e.g. byol"
-    )
-    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="hydra overrides")
-    args = parser.parse_intermixed_args(list(argv))
-    if args.config_path is None:
-        name = Path(args.config_name)
-        args.config_path, args.config_name = str(name.parent), name.name
-    return args
-
-
-def _command(command: str, description: str, argv: Sequence[str], action: Callable) -> int:
-    """Parse ``argv``, compose the config, run ``action``; config errors are one line, exit 2."""
-    require_solo()
-    args = _parse(command, description, argv)
-    try:
-        cfg = load_config(args.config_path, args.config_name, args.overrides)
-        result = action(cfg)
-    except UserError as error:
-        return report_user_error(command, error)
-    if rank_zero_only.rank == 0:
-        _report(result)
-    return 0
-
-
-def _report(result: Any) -> None:
-    if isinstance(result, dict):
-        for key, value in result.items():
-            print(f"{key}: {value}")
-    else:
-        print(f"last checkpoint: {result}")

@@ -18,7 +18,6 @@ from solo_fgsynth.backbones.config import knn_starting_weights
 from solo_fgsynth.launch.common import (
     _checkpoint_state,
     _classification_datasets,
-    _command,
     _eval_transforms,
     load_weights_or_refuse,
 )
@@ -200,8 +199,3 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
                         key += f"/T={temperature:g}"
                     results[key] = {"acc1": float(acc1), "acc5": float(acc5)}
     return results
-
-
-def knn(argv: list[str]) -> int:
-    """``solo-fgsynth knn``: weighted kNN of a checkpoint's features; prints acc@1/5 per setting."""
-    return _command("knn", "Weighted kNN evaluation of a pretrained checkpoint.", argv, run_knn)

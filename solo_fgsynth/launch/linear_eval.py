@@ -16,7 +16,6 @@ from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_b
 from solo_fgsynth.launch.common import (
     _checkpoint_state,
     _classification_datasets,
-    _command,
     _eval_transforms,
     _fit,
     load_weights_or_refuse,
@@ -97,7 +96,7 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
             f"data.train_path={cfg.data.train_path!r} has {cfg.data.num_classes}"
         )
     lightning_devices(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, verbose=False)  # no line on stderr before a config error
 
     loss_func, mixup_func = _linear_loss(cfg)
     model = LinearModel(_linear_backbone(cfg), loss_func=loss_func, mixup_func=mixup_func, cfg=cfg)
@@ -130,13 +129,3 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
     trainer, _ = _fit(cfg, model, train_loader, val_loader, Path(cfg.checkpoint.dir) / "linear")
     results = trainer.validate(model, val_loader, verbose=False)
     return {key: float(value) for key, value in results[0].items()}
-
-
-def linear(argv: list[str]) -> int:
-    """``solo-fgsynth linear``: offline linear evaluation; prints the final validation metrics."""
-    return _command(
-        "linear",
-        "Linear evaluation of a pretrained checkpoint (solo-learn linear config).",
-        argv,
-        run_linear,
-    )

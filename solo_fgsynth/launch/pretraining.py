@@ -17,7 +17,6 @@ from solo_fgsynth.backbones.config import init_method_backbones
 from solo_fgsynth.callbacks import best_checkpoint_from_cfg
 from solo_fgsynth.launch.common import (
     _classification_datasets,
-    _command,
     _eval_transforms,
     _fit,
 )
@@ -72,7 +71,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     _resolve_devices(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, verbose=False)  # no line on stderr before a config error
     if cfg.data.num_large_crops != 2 and cfg.method not in ("wmse", "mae"):
         raise LaunchError(
             f"{cfg.data.num_large_crops} large crops configured; method {cfg.method!r} needs 2 "
@@ -128,10 +127,3 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     callbacks = [*_auto_umap(cfg), *best_checkpoint, *extra_callbacks]
     _, last = _fit(cfg, model, train_loader, val_loader, logdir, callbacks)
     return last
-
-
-def pretrain(argv: list[str]) -> int:
-    """``solo-fgsynth pretrain``: pretrain any registered method; prints the last checkpoint."""
-    return _command(
-        "pretrain", "Pretrain a solo-learn method from a yaml config.", argv, run_pretrain
-    )

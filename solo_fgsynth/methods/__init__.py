@@ -1,25 +1,8 @@
-"""The solo-learn adapter: registers ``fgsynth``, ``supervised`` and the plugin's backbones."""
+"""The solo-learn methods of the plugin: ``fgsynth`` and ``supervised``.
 
-from __future__ import annotations
+solo-learn is imported here, before either method's module: the plugin registers itself when
+``solo`` finishes importing (:func:`solo_fgsynth._solo.register_with_solo`), and registration
+imports these modules, so ``solo`` must not be first imported from inside one of them.
+"""
 
-import warnings
-
-
-def register_methods() -> None:
-    """Add ``fgsynth`` and ``supervised`` to ``solo.methods.METHODS`` and the plugin's backbones
-    to solo-learn's backbone table, so ``backbone.name: resnet18_small`` works for every method
-    (idempotent)."""
-    with warnings.catch_warnings():
-        # solo-learn's own imports warn about timm/torch deprecations the user cannot act on.
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        from solo.methods import METHODS
-        from solo.methods.base import BaseMethod
-
-        from solo_fgsynth.backbones import BACKBONES
-        from solo_fgsynth.methods.fgsynth import FGSynthMethod
-        from solo_fgsynth.methods.supervised import Supervised
-
-    METHODS["fgsynth"] = FGSynthMethod
-    METHODS["supervised"] = Supervised
-    BaseMethod._BACKBONES.update(BACKBONES)
+import solo  # noqa: F401  (first; see above)

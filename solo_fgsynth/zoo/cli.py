@@ -1,4 +1,8 @@
-"""``solo-fgsynth zoo``: list, describe, download and publish pretrained backbones."""
+"""``solo-fgsynth zoo``: list, describe, download and publish pretrained backbones.
+
+Exporting needs torch; it is imported by the export and cards commands only, so that listing,
+describing and downloading start at once.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,7 @@ from solo_fgsynth.errors import report_user_error
 from solo_fgsynth.zoo.card import format_size, method_label, render_card
 from solo_fgsynth.zoo.download import CACHE_ENV, DEFAULT_RETRIES, OFFLINE_ENV, fetch_entry
 from solo_fgsynth.zoo.errors import ZooError
-from solo_fgsynth.zoo.export import (
-    DEFAULT_LICENSE,
-    export_checkpoint,
-    parse_metric,
-    read_metrics_file,
-    write_cards,
-)
-from solo_fgsynth.zoo.manifest import MANIFEST_ENV, Manifest, validate_metrics
+from solo_fgsynth.zoo.manifest import DEFAULT_LICENSE, MANIFEST_ENV, Manifest, validate_metrics
 
 _COLUMNS = ("NAME", "METHOD", "BACKBONE", "DATASET", "CROP", "LINEAR@1", "KNN@1", "mAP", "SIZE")
 
@@ -77,6 +74,8 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from solo_fgsynth.zoo.export import export_checkpoint, parse_metric, read_metrics_file
+
     metrics = read_metrics_file(args.metrics_from) if args.metrics_from else {}
     metrics.update(parse_metric(text) for text in args.metric)
     result = export_checkpoint(
@@ -105,6 +104,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_cards(args: argparse.Namespace) -> int:
+    from solo_fgsynth.zoo.export import write_cards
+
     paths = write_cards(args.manifest, args.cards_dir)
     for path in paths:
         print(path)
@@ -123,7 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solo-fgsynth zoo",
         description="Pretrained backbones: list, describe, download (sha256-verified) and publish.",
-        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses the cache only, "
+        epilog=f"Environment: {CACHE_ENV}=DIR sets the cache, {OFFLINE_ENV}=1 uses no network "
+        "(the cache and local files only), "
         f"{MANIFEST_ENV}=FILE_OR_URL another manifest.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -138,7 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("name")
     download.add_argument("--cache-dir", metavar="DIR", help=f"cache (default: ${CACHE_ENV})")
-    download.add_argument("--offline", action="store_true", help="use the cache only")
+    download.add_argument(
+        "--offline", action="store_true", help="no network: the cache and local files only"
+    )
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
     download.add_argument(
         "--retries", type=int, default=DEFAULT_RETRIES, help="extra attempts per source"

@@ -20,6 +20,7 @@ import pooch
 import requests
 from filelock import FileLock
 
+from solo_fgsynth.errors import concise_user_errors
 from solo_fgsynth.zoo.errors import DownloadError, OfflineError, ZooError
 from solo_fgsynth.zoo.manifest import Manifest, ZooEntry
 
@@ -52,7 +53,8 @@ def cache_dir(path: str | Path | None = None) -> Path:
 
 
 def offline_mode(offline: bool | None = None) -> bool:
-    """Whether to use the cache only: ``offline`` if given, else ``$SOLO_FGSYNTH_OFFLINE``."""
+    """Whether to stay off the network (the cache and local sources only): ``offline`` if given,
+    else ``$SOLO_FGSYNTH_OFFLINE``."""
     if offline is not None:
         return offline
     value = os.environ.get(OFFLINE_ENV, "").strip().lower()
@@ -134,9 +136,11 @@ def _is_verified(path: Path, entry: ZooEntry) -> bool:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, ValueError) and "hash" in str(error).lower():
-        return f"sha256 mismatch, file discarded ({error})"
-    return str(error) or type(error).__name__
+    """Why a source failed, in one line (it joins the others in the error's one line)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, ValueError) and "hash" in text.lower():
+        return f"sha256 mismatch, file discarded ({text})"
+    return text
 
 
 def fetch_entry(
@@ -151,7 +155,7 @@ def fetch_entry(
     """Return the path of a verified local copy of ``entry``'s weights, downloading if needed."""
     if retries < 0:
         raise ZooError(f"retries must be >= 0, got {retries}")
-    cache_only = offline_mode(offline)
+    no_network = offline_mode(offline)
     directory = cache_dir(cache)
     target = directory / entry.cache_filename
     lock_dir = directory / ".locks"
@@ -162,6 +166,9 @@ def fetch_entry(
             f"cannot use cache directory {directory}: {error}; point {CACHE_ENV} (or the cache "
             "argument) at a writable directory"
         ) from None
+    urls = manifest.source_urls(entry)
+    if no_network:  # local files, the packaged weights among them, need no network
+        urls = [url for url in urls if urlsplit(url).scheme == "file"]
     with FileLock(str(lock_dir / f"{entry.cache_filename}.lock")):
         if target.exists():
             if _is_verified(target, entry):
@@ -170,18 +177,10 @@ def fetch_entry(
             corrupt = f"the cached copy {target} failed sha256 verification and was removed"
         else:
             corrupt = ""
-        if cache_only:
-            reason = corrupt or f"{target} is absent"
-            raise OfflineError(
-                f"offline mode is on ({OFFLINE_ENV}=1 or offline=True) and {entry.name!r} is not "
-                f"in the cache: {reason}. Download it while online with "
-                f"'solo-fgsynth zoo download {entry.name}', or place the file there "
-                f"(sha256 {entry.sha256})."
-            )
         show = sys.stderr.isatty() if progress is None else progress
         registry = {entry.cache_filename: f"sha256:{entry.sha256}"}
         failures = []
-        for url in manifest.source_urls(entry):
+        for url in urls:
             source = pooch.create(
                 path=directory,
                 base_url="",
@@ -194,15 +193,25 @@ def fetch_entry(
                     entry.cache_filename, downloader=_Downloader(entry.size_bytes, show)
                 )
             except (_PermanentSourceError, ValueError, OSError, requests.RequestException) as err:
-                failures.append(f"  - {url}: {_describe(err)}")
+                failures.append(f"{url}: {_describe(err)}")
                 continue
             return Path(path)
+    if no_network:
+        reason = corrupt or f"{target} is absent"
+        local = f"; its local source(s) failed: {'; '.join(failures)}" if failures else ""
+        raise OfflineError(
+            f"offline mode is on ({OFFLINE_ENV}=1 or offline=True) and {entry.name!r} is not "
+            f"in the cache: {reason}{local}. Download it while online with "
+            f"'solo-fgsynth zoo download {entry.name}', or place the file there "
+            f"(sha256 {entry.sha256})."
+        )
     raise DownloadError(
         f"could not get a verified copy of {entry.name!r} (sha256 {entry.sha256}) from any of "
-        f"its {len(failures)} source(s):\n" + "\n".join(failures)
+        f"its {len(failures)} source(s): " + "; ".join(failures)
     )
 
 
+@concise_user_errors
 def fetch(
     name: str,
     *,

@@ -24,6 +24,7 @@ from solo_fgsynth.backbones import BACKBONES
 from solo_fgsynth.zoo.card import render_card
 from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import (
+    DEFAULT_LICENSE,
     DEFAULT_MANIFEST,
     KNOWN_METRICS,
     PACKAGED_WEIGHTS_DIR,
@@ -42,7 +43,6 @@ PLUGIN_BACKBONES = tuple(BACKBONES)  # built by this package, recorded by name a
 # The repository's zoo/ folder (cards, shipped weights) beside the package in a source checkout.
 REPO_ROOT = DEFAULT_MANIFEST.parents[2]
 REPO_ZOO_DIR = REPO_ROOT / "zoo"
-DEFAULT_LICENSE = "MIT"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from solo_fgsynth.errors import concise_user_errors
 from solo_fgsynth.zoo.download import DEFAULT_RETRIES, fetch_entry
 from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import Manifest, ZooEntry
@@ -27,6 +28,7 @@ def _verified_state(
     return entry, path, read_backbone(path, entry.backbone)
 
 
+@concise_user_errors
 def load(
     name: str,
     *,
@@ -51,6 +53,7 @@ def load(
     return model.eval()
 
 
+@concise_user_errors
 def load_into_solo(
     model: nn.Module,
     name: str,

@@ -33,6 +33,7 @@ MANIFEST_TIMEOUT_S = 30
 # larger ones stay in the repository's zoo/weights/ or are served from a URL.
 PACKAGED_WEIGHTS_DIR = DEFAULT_MANIFEST.with_name("weights")
 PACKAGED_WEIGHTS_LIMIT_BYTES = 8 * 2**20
+DEFAULT_LICENSE = "MIT"  # of weights published without --license
 
 # "solo_fgsynth": a backbone this package registers (solo_fgsynth.backbones.BACKBONES)
 LIBRARIES = ("torchvision", "timm", "solo_fgsynth")
