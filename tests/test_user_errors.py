@@ -201,7 +201,8 @@ def test_unknown_zoo_name_suggests_the_close_one(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert line == (
         "solo-fgsynth zoo info: error: unknown model 'byol-resnet18small-fgmark'; "
-        "did you mean 'byol-resnet18small-fgmarks', 'fgsynth-byol-resnet18small-fgmarks'?"
+        "did you mean 'byol-resnet18small-fgmarks', 'fgsynth-byol-resnet18small-fgmarks', "
+        "'generic-init-resnet18small-fgmarks'?"
     )
 
 
