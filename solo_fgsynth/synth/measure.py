@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -89,20 +89,9 @@ class PairMeasurement:
     decoded_perturbed: Tensor
 
     def numbers(self) -> dict[str, float]:
-        """Every number by name, as recorded in results and logs."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "pair_feature_ratio",
-                "pair_diff_ratio",
-                "recon_r2",
-                "recon_r2_8px",
-                "pair_selectivity",
-                "pair_selectivity_control",
-                "reencode_correlation",
-                "selected_dims",
-            )
-        }
+        """Every number by name (all fields but the decoded images), as recorded in results."""
+        images = ("decoded", "decoded_perturbed")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in images}
 
 
 def random_mask_like(mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
