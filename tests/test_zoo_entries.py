@@ -13,13 +13,21 @@ from solo_fgsynth.benchmark.metrics import knn_top1
 from solo_fgsynth.data import FGMarksConfig, materialize
 
 ENTRIES = zoo.Manifest.load().entries
+# Entries whose metrics were measured on other data than their recipe's, reproduced elsewhere:
+# the generic init is measured on the benchmark's data (tests/test_zoo_generic_init.py).
+MEASURED_ON_OTHER_DATA = {"generic-init-resnet18small-fgmarks"}
 
 
 def test_the_zoo_ships_entries() -> None:
     assert ENTRIES, "the packaged manifest lists no entries"
+    assert {entry.name for entry in ENTRIES} >= MEASURED_ON_OTHER_DATA
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda entry: entry.name)
+@pytest.mark.parametrize(
+    "entry",
+    [entry for entry in ENTRIES if entry.name not in MEASURED_ON_OTHER_DATA],
+    ids=lambda entry: entry.name,
+)
 def test_entry_downloads_loads_and_reproduces_its_recorded_knn(
     entry: zoo.ZooEntry, tmp_path: Path
 ) -> None:
