@@ -279,14 +279,14 @@ NO_TRAINING = {
 
 
 def _starting_weights(cfg: Any) -> nn.Module:
-    """The backbone of ``cfg`` holding its ``backbone.init`` weights: the init cell's model."""
-    from solo_fgsynth.backbones.config import build_solo_backbone, init_settings
+    """The backbone of ``cfg`` holding its ``backbone.init`` weights: the init cell's model.
 
-    spec, strict = init_settings(cfg)
-    if spec is None:
-        raise ValueError("the init cell needs backbone.init in the preset's overrides")
+    Loaded as linear evaluation loads starting weights (one error for a missing init).
+    """
+    from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_backbone
+
     backbone = build_solo_backbone(cfg)
-    init_backbone(backbone, spec, strict)
+    init_evaluation_backbone(cfg, backbone)
     return backbone
 
 
