@@ -108,6 +108,26 @@ def test_the_init_cell_reads_the_init_config_and_needs_one() -> None:
         plan_cells(dict(TOY_PRESET, methods=["init"]), seeds=[0], ablations=[])
 
 
+def test_method_overrides_follow_the_shared_ones_for_that_method_only() -> None:
+    preset = dict(TOY_PRESET, methods=["byol", "fgsynth_byol", "supcon"])
+    preset["method_overrides"] = {"supcon": ["optimizer.lr=0.2"]}
+    cells = plan_cells(preset, seeds=[0], ablations=["random"])
+    by_cell = {c["cell"]: c["overrides"] for c in cells}
+    assert by_cell["supcon"] == [*TOY_PRESET["overrides"], "optimizer.lr=0.2"]
+    assert by_cell["byol"] == TOY_PRESET["overrides"]
+    assert by_cell["fgsynth_byol"] == TOY_PRESET["overrides"]
+    assert by_cell["fgsynth_byol-random"] == [
+        *TOY_PRESET["overrides"],
+        "method_kwargs.criterion=random",
+    ]
+    preset["method_overrides"] = {"moco": ["optimizer.lr=0.2"]}
+    with pytest.raises(
+        UserError,
+        match=r"^method_overrides names moco: no such method config in .*fgmarks$",
+    ):
+        plan_cells(preset, seeds=[0], ablations=[])
+
+
 def test_unknown_ablation_is_rejected_with_the_allowed_names() -> None:
     with pytest.raises(UserError, match=r"unknown ablation.*entropy.*allowed are random"):
         plan_cells(TOY_PRESET, seeds=[0], ablations=["entropy"])

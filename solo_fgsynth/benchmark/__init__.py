@@ -89,7 +89,9 @@ def plan_cells(
 ) -> list[dict]:
     """Every (method or ablation, seed) cell of the comparison, with identical overrides.
 
-    ``methods`` narrows the preset's methods (None: all of them); ablations then run only on
+    A method listed in the preset's ``method_overrides`` gets those after the shared ones (the
+    supervised reference's own learning rate, say); an fgsynth cell and its ablations share
+    their method's. ``methods`` narrows the preset's methods (None: all of them); ablations then run only on
     the preset's ``ablation_methods`` among them, so one base's ablations need no other base.
     The ``init`` method trains nothing: it evaluates the starting weights the overrides name
     (``backbone.init``) on the data of the preset's ``init_config`` (a method's config).
@@ -110,6 +112,12 @@ def plan_cells(
         raise UserError(
             f"method(s) {', '.join(stray)} not in the preset: allowed are "
             f"{', '.join(preset['methods'])}"
+        )
+    per_method = preset.get("method_overrides", {})
+    unknown = [name for name in per_method if not (config_path / f"{name}.yaml").is_file()]
+    if unknown:
+        raise UserError(
+            f"method_overrides names {', '.join(unknown)}: no such method config in {config_path}"
         )
     bases = [base for base in preset["ablation_methods"] if base in chosen]
     if ablations and not bases:
@@ -132,7 +140,11 @@ def plan_cells(
                     "seed": seed,
                     "config_path": str(config_path),
                     "config_name": _config_name(preset, method),
-                    "overrides": [*preset.get("overrides", []), *extra],
+                    "overrides": [
+                        *preset.get("overrides", []),
+                        *per_method.get(method, []),
+                        *extra,
+                    ],
                     "eval": dict(preset["eval"]),
                 }
             )
