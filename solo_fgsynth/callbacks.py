@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from solo_fgsynth._io import atomic_write_json
+from solo_fgsynth.benchmark.metrics import retrieval_metrics
+from solo_fgsynth.errors import LaunchError
 
 SELECTIONS = {
     "train_holdout": "held-out part of the training split",
@@ -113,9 +115,6 @@ class BestRetrievalCheckpoint(Callback):
                     labels.append(targets)
         finally:
             backbone.train(was_training)
-        # imported here: the benchmark package imports this module for its checkpoint choices
-        from solo_fgsynth.benchmark.metrics import retrieval_metrics
-
         return retrieval_metrics(torch.cat(features), torch.cat(labels))
 
     def _directory(self, trainer: Trainer) -> Path:
@@ -167,14 +166,8 @@ class BestRetrievalCheckpoint(Callback):
 def _setting(node: DictConfig, key: str, default: Any, valid: Callable[[Any], bool], allowed: str):
     value = node.get(key, default)
     if not valid(value):
-        raise _launch_error(f"best_checkpoint.{key}={value!r} is not valid: use {allowed}")
+        raise LaunchError(f"best_checkpoint.{key}={value!r} is not valid: use {allowed}")
     return value
-
-
-def _launch_error(message: str) -> ValueError:
-    from solo_fgsynth.launch import LaunchError
-
-    return LaunchError(message)
 
 
 def best_checkpoint_from_cfg(
@@ -202,25 +195,25 @@ def best_checkpoint_from_cfg(
     )
     seed = _setting(node, "holdout_seed", 0, lambda v: isinstance(v, int), "an integer")
     if not cfg.checkpoint.enabled:
-        raise _launch_error(
+        raise LaunchError(
             "best_checkpoint.enabled=True needs checkpoint.enabled=True "
             f"({BEST_NAME} is kept beside the last checkpoint)"
         )
     batch_size, workers = cfg.optimizer.batch_size, cfg.data.num_workers
     if selection == "test":
         if val_loader is None:
-            raise _launch_error("best_checkpoint.selection=test needs a labelled data.val_path")
+            raise LaunchError("best_checkpoint.selection=test needs a labelled data.val_path")
         loader = DataLoader(val_loader.dataset, batch_size=batch_size, num_workers=workers)
     else:
         targets = getattr(train_dataset, "targets", None)
         if targets is None or cfg.data.get("no_labels"):
-            raise _launch_error(
+            raise LaunchError(
                 "best_checkpoint.selection=train_holdout needs labelled training data; "
                 "use selection=test or disable best_checkpoint"
             )
         train_indices, held_indices = holdout_split(targets, fraction, seed)
         if len(held_indices) < 2:
-            raise _launch_error(
+            raise LaunchError(
                 f"best_checkpoint.holdout_fraction={fraction} holds out {len(held_indices)} "
                 "image(s); retrieval needs at least 2 of a class"
             )

@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "kNN evaluation of a pretrained checkpoint (solo-learn knn config)",
     ),
     "benchmark": (
-        "solo_fgsynth.benchmark",
+        "solo_fgsynth.benchmark.runner",
         "main",
         "compare fgsynth with stock byol/simclr on equal budgets "
         "(presets: quick, cpu, tuning, full)",

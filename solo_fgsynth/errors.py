@@ -10,7 +10,7 @@ import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 DEBUG_ENV = "SOLO_FGSYNTH_DEBUG"
@@ -32,6 +32,14 @@ class UserError(Exception):
 
 class ConfigValueError(UserError, ValueError):
     """A config value outside what is allowed; also a ValueError, for callers that catch those."""
+
+
+class LaunchError(ConfigValueError):
+    """A config value the launcher cannot run with; the message names it and what is allowed."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 def debug_enabled() -> bool:

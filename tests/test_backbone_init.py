@@ -21,7 +21,7 @@ import torchvision
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
-from solo_fgsynth.backbones import BackboneInitError, init_backbone
+from solo_fgsynth.backbones.init import BackboneInitError, init_backbone
 from solo_fgsynth.zoo import manifest as zoo_manifest
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from solo_fgsynth.benchmark import load_preset, main, plan_cells
 from solo_fgsynth.benchmark.report import (
     markdown_table,
     overheads,
@@ -16,6 +15,7 @@ from solo_fgsynth.benchmark.report import (
     paired_table,
     summarize,
 )
+from solo_fgsynth.benchmark.runner import load_preset, main, plan_cells
 from solo_fgsynth.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ import torchvision
 import yaml
 from PIL import Image
 
-from solo_fgsynth.benchmark import run_benchmark
 from solo_fgsynth.benchmark.fgvr import for_dataset
+from solo_fgsynth.benchmark.runner import run_benchmark
 from solo_fgsynth.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ RESOLVE_EVERYTHING = """
 import hashlib, json, sys
 from pathlib import Path
 import solo_fgsynth
-from solo_fgsynth.benchmark import _preset_path, load_preset, plan_cells
+from solo_fgsynth.benchmark.runner import _preset_path, load_preset, plan_cells
 from solo_fgsynth.benchmark.fgvr import for_dataset
 from solo_fgsynth.launch import load_config
 from solo_fgsynth.resources import scripts_dir

@@ -1,27 +1,11 @@
 """Backbones: the small-image ResNets the plugin registers into solo-learn (usable from yaml as
-``backbone.name``), and initialisation from pretrained weights (timm, torchvision, files, zoo).
+``backbone.name``), by name in ``BACKBONES``.
 
-``init_backbone(backbone, spec, strict=True)`` loads in place and returns what was loaded,
-missing and unexpected; see :mod:`solo_fgsynth.backbones.init` for the spec forms.
+Initialisation from pretrained weights (timm, torchvision, files, zoo) is in
+:mod:`solo_fgsynth.backbones.init` (``init_backbone(backbone, spec, strict=True)``), which uses
+the zoo; this package imports nothing of it, so the zoo can build backbones from the registry.
 """
 
-from solo_fgsynth.backbones.init import (
-    HEAD_PREFIXES,
-    BackboneInitError,
-    InitResult,
-    backbone_state,
-    init_backbone,
-    read_source,
-)
 from solo_fgsynth.backbones.small_resnet import BACKBONES, small_resnet
 
-__all__ = [
-    "BACKBONES",
-    "HEAD_PREFIXES",
-    "BackboneInitError",
-    "InitResult",
-    "backbone_state",
-    "init_backbone",
-    "read_source",
-    "small_resnet",
-]
+__all__ = ["BACKBONES", "small_resnet"]

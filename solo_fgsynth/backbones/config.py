@@ -19,12 +19,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from solo_fgsynth.backbones.init import BackboneInitError, InitResult, init_backbone
-
-
-def _launch_error(message: str) -> ValueError:
-    from solo_fgsynth.launch import LaunchError
-
-    return LaunchError(message)
+from solo_fgsynth.errors import LaunchError
 
 
 def init_settings(cfg: DictConfig) -> tuple[str | None, bool]:
@@ -33,12 +28,12 @@ def init_settings(cfg: DictConfig) -> tuple[str | None, bool]:
     spec = node.get("init")
     strict = node.get("init_strict", True)
     if spec is not None and (not isinstance(spec, str) or not spec.strip()):
-        raise _launch_error(
+        raise LaunchError(
             f"backbone.init={spec!r} is not valid: use timm:NAME.TAG, torchvision:ENUM.MEMBER, "
             "a weights file, a zoo name, or null"
         )
     if not isinstance(strict, bool):
-        raise _launch_error(f"backbone.init_strict={strict!r} is not valid: use true or false")
+        raise LaunchError(f"backbone.init_strict={strict!r} is not valid: use true or false")
     return spec, strict
 
 
@@ -46,7 +41,7 @@ def _init(backbone: nn.Module, spec: str, strict: bool) -> InitResult:
     try:
         result = init_backbone(backbone, spec, strict)
     except BackboneInitError as error:
-        raise _launch_error(str(error)) from None
+        raise LaunchError(str(error)) from None
     rank_zero_info(f"backbone.init: loaded {len(result.loaded)} tensors from {result.source}")
     if result.dropped_head:
         rank_zero_info(f"backbone.init: dropped classifier head {', '.join(result.dropped_head)}")
@@ -71,7 +66,7 @@ def build_solo_backbone(cfg: DictConfig) -> nn.Module:
 
     name = cfg.backbone.get("name")
     if name not in BaseMethod._BACKBONES:
-        raise _launch_error(
+        raise LaunchError(
             f"unknown backbone {name!r}; available: {', '.join(sorted(BaseMethod._BACKBONES))}"
         )
     kwargs = cfg.backbone.get("kwargs") or {}
@@ -100,7 +95,7 @@ def _checkpoint_wins(spec: str, checkpoint: str, args_json: Path, key: str) -> N
         rank_zero_info(f"evaluating {checkpoint}, pretrained from backbone.init={spec!r}")
         return
     started = f"was pretrained from {recorded!r}" if recorded else "records no backbone.init"
-    raise _launch_error(
+    raise LaunchError(
         f"ambiguous: {key}={checkpoint!r} {started}, but backbone.init={spec!r} is also set; "
         f"to evaluate the checkpoint set backbone.init=null, to evaluate the starting weights "
         f"set {key}=null"
@@ -116,7 +111,7 @@ def init_evaluation_backbone(cfg: DictConfig, backbone: nn.Module) -> bool:
     checkpoint = cfg.get("pretrained_feature_extractor")
     if spec is None:
         if checkpoint is None:
-            raise _launch_error(
+            raise LaunchError(
                 "nothing to evaluate: set pretrained_feature_extractor (an SSL checkpoint) or "
                 "backbone.init (the starting weights)"
             )
@@ -162,7 +157,7 @@ def knn_starting_weights(cfg: DictConfig) -> tuple[nn.Module, DictConfig] | None
             _checkpoint_wins(spec, str(checkpoint), args_json, key)
             return None
     if not (cfg.get("backbone") or {}).get("name"):
-        raise _launch_error(
+        raise LaunchError(
             f"backbone.init={spec!r} without a checkpoint needs backbone.name "
             "(the architecture to build), e.g. backbone.name=resnet50"
         )

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 
 from solo_fgsynth._io import atomic_write_json
-from solo_fgsynth.backbones import init_backbone
+from solo_fgsynth.backbones.init import init_backbone
 from solo_fgsynth.benchmark.metrics import (
     LinearProbe,
     fit_linear_probe,

@@ -30,6 +30,7 @@ from solo_fgsynth.data.fgmarks_render import (
     MARK_COLOURS,
     MARK_POSITIONS,
     MARK_SHAPES,
+    SceneBatch,
     hsv_to_rgb,
     render,
 )
@@ -110,25 +111,6 @@ class FGMarksConfig:
     def as_dict(self) -> dict[str, int | float]:
         """The knobs as a plain dict (JSON-serialisable)."""
         return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class SceneBatch:
-    """Per-image parameters of one split: the label, its detail factors and the nuisances.
-
-    ``nuisance`` maps a parameter name to an array whose first axis is the image index; all of
-    them are drawn independently of ``labels``.
-    """
-
-    labels: np.ndarray
-    mark_shape: np.ndarray
-    mark_colour: np.ndarray
-    mark_position: np.ndarray
-    nuisance: dict[str, np.ndarray]
-    noise_seed: int
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:

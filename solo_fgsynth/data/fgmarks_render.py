@@ -6,12 +6,10 @@ image depends only on the scene batch's noise seed and the image's index, never 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from solo_fgsynth.data.fgmarks import FGMarksConfig, SceneBatch
 
 MARK_SHAPES = ("disc", "ring", "square", "triangle", "plus", "bar")
 MARK_COLOURS = ("dark", "light", "contrast")
@@ -20,6 +18,33 @@ BACKGROUND_PATTERNS = ("stripes", "checker", "blobs", "rings")
 
 _POSITION_OFFSETS = np.array([-0.5, 0.0, 0.5], dtype=np.float32)  # mark centre / half-length
 _RENDER_CHUNK = 32  # images rendered at once; fixed so that pixel noise is reproducible
+
+
+class RenderSettings(Protocol):
+    """The knobs drawing needs (an :class:`~solo_fgsynth.data.fgmarks.FGMarksConfig` has them)."""
+
+    image_size: int
+    detail_size: float
+    nuisance: float
+
+
+@dataclass(frozen=True)
+class SceneBatch:
+    """Per-image parameters of one split: the label, its detail factors and the nuisances.
+
+    ``nuisance`` maps a parameter name to an array whose first axis is the image index; all of
+    them are drawn independently of ``labels``.
+    """
+
+    labels: np.ndarray
+    mark_shape: np.ndarray
+    mark_colour: np.ndarray
+    mark_position: np.ndarray
+    nuisance: dict[str, np.ndarray]
+    noise_seed: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
@@ -134,7 +159,7 @@ def _mark_rgb(colour: np.ndarray, object_hsv: np.ndarray) -> np.ndarray:
 
 
 def _render_chunk(
-    scenes: SceneBatch, chunk: slice, config: FGMarksConfig, noise_rng: np.random.Generator
+    scenes: SceneBatch, chunk: slice, config: RenderSettings, noise_rng: np.random.Generator
 ) -> np.ndarray:
     params = {name: values[chunk] for name, values in scenes.nuisance.items()}
     size = config.image_size
@@ -177,7 +202,7 @@ def _render_chunk(
     return np.clip(image, 0.0, 255.0, out=image).astype(np.uint8)
 
 
-def render(scenes: SceneBatch, config: FGMarksConfig) -> np.ndarray:
+def render(scenes: SceneBatch, config: RenderSettings) -> np.ndarray:
     """Render sampled scenes to uint8 images of shape N x H x W x 3 (vectorised, in chunks)."""
     size = config.image_size
     images = np.empty((len(scenes), size, size, 3), dtype=np.uint8)

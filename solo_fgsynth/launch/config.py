@@ -21,19 +21,11 @@ from hydra.errors import HydraException
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from solo_fgsynth.errors import ConfigValueError, UserError
+from solo_fgsynth.errors import LaunchError, UserError
 from solo_fgsynth.resources import config_dir, scripts_dir
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 _OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.\-/@]+")
-
-
-class LaunchError(ConfigValueError):
-    """A config value the launcher cannot run with; the message names it and what is allowed."""
-
-    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.details = tuple(details)
 
 
 def load_config(

@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from solo_fgsynth._keys import key_problems
+from solo_fgsynth.backbones import BACKBONES
 from solo_fgsynth.zoo.errors import ManifestError, WeightsMismatchError
 from solo_fgsynth.zoo.manifest import BackboneSpec
 
@@ -51,8 +52,6 @@ def build_backbone(spec: BackboneSpec) -> nn.Module:
             model.maxpool = nn.Identity()
         return model
     if spec.library == "solo_fgsynth":
-        from solo_fgsynth.backbones import BACKBONES
-
         if spec.arch not in BACKBONES:
             raise ManifestError(
                 f"solo_fgsynth backbone {spec.arch!r} is unknown; known: {', '.join(BACKBONES)}"
