@@ -115,7 +115,9 @@ def test_the_package_has_no_import_circle() -> None:
         {  # hidden in a function and under TYPE_CHECKING
             "pkg/__init__.py": "",
             "pkg/a.py": "def f():\n    from pkg import b\n",
-            "pkg/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n",
+            "pkg/b.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n"
+            ),
         },
         {  # through a package's __init__, which importing a submodule runs first
             "pkg/__init__.py": "",

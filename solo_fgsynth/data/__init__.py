@@ -74,8 +74,8 @@ def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = Tru
         root = _optional_value(data_cfg, "root")
         if root is None:
             raise ValueError(
-                f"data.root must be set to the folder holding the {name} dataset "
-                f"(see docs/datasets.md for the expected layout)"
+                f"data.root must be set to the folder holding the {name} dataset: add "
+                f"++data.root=PATH (see docs/datasets.md for the expected layout)"
             )
         skip = bool(_optional_value(data_cfg, "skip_unreadable"))
         train_dir, val_dir = prepare_layout(

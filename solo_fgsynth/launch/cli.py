@@ -35,7 +35,7 @@ overrides are hydra's: key=value, +new_key=value, ~key. Examples:
   solo-fgsynth pretrain --config-path scripts/pretrain/fgmarks --config-name fgsynth_byol
   solo-fgsynth pretrain -cp scripts/pretrain/custom -cn byol data.train_path=/d/train \\
       data.val_path=/d/val accelerator=cpu devices=2 strategy=ddp
-  solo-fgsynth linear -cp scripts/linear/fgmarks -cn byol pretrained_feature_extractor=RUN.ckpt
+  solo-fgsynth linear -cp scripts/linear/fgmarks -cn linear pretrained_feature_extractor=RUN.ckpt
   solo-fgsynth knn -cp scripts/knn/fgmarks -cn knn pretrained_checkpoint_dir=trained_models/byol/RUN
 plugin datasets (fgmarks, cub200, cars, aircraft, imagefolder) are prepared under
 $SOLO_FGSYNTH_DATA_DIR (default ~/.cache/solo-fgsynth/data)."""
