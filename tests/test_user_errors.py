@@ -214,11 +214,14 @@ def _backbone_checkpoint(path: Path) -> Path:
 
 
 @pytest.mark.solo
-@pytest.mark.parametrize("problem", ["corrupt", "mismatched"])
-def test_linear_refuses_a_corrupt_or_mismatched_checkpoint(
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "mismatched"])
+def test_linear_refuses_a_missing_corrupt_or_mismatched_checkpoint(
     problem: str, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if problem == "corrupt":
+    if problem == "missing":
+        ckpt = tmp_path / "no-such-run.ckpt"
+        expected = f"pretrained_feature_extractor='{ckpt}' does not exist (from {Path.cwd()})"
+    elif problem == "corrupt":
         ckpt = tmp_path / "run.ckpt"
         ckpt.write_bytes(b"\x00" * 64)
         expected = f"pretrained_feature_extractor='{ckpt}' is not a readable checkpoint ("

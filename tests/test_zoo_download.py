@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
+import stat
 import threading
 import time
 from collections import Counter
@@ -134,6 +136,20 @@ def test_download_verifies_and_reuses_the_cache(server: Server, tmp_path: Path) 
     assert first.parent == cache.resolve()
     assert first.read_bytes() == PAYLOAD
     assert server.hits["/w.bin"] == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_cached_weights_get_the_mode_the_umask_gives(
+    server: Server, tmp_path: Path, umask: int
+) -> None:
+    server.routes["/w.bin"] = Route(PAYLOAD)
+    manifest = _write_manifest(tmp_path, [server.url("/w.bin")])
+    previous = os.umask(umask)
+    try:
+        path = zoo.fetch(NAME, manifest=manifest, cache=tmp_path / "cache", progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_cache_dir_comes_from_the_environment(

@@ -43,6 +43,8 @@ def load_weights_or_refuse(module: nn.Module, state: dict[str, Any], misfit: str
 def _checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]:
     """The Lightning ``state_dict`` of the checkpoint that config key ``key`` names, on CPU."""
     path = str(path)
+    if not Path(path).exists():
+        raise LaunchError(f"{key}={path!r} does not exist (from {Path.cwd()})")
     if not path.endswith(CHECKPOINT_SUFFIXES) or not Path(path).is_file():
         raise LaunchError(f"{key}={path!r} is not a {'/'.join(CHECKPOINT_SUFFIXES)} file")
     try:

@@ -20,6 +20,7 @@ import pooch
 import requests
 from filelock import FileLock
 
+from solo_fgsynth._io import umask_mode
 from solo_fgsynth.errors import concise_user_errors
 from solo_fgsynth.zoo.errors import DownloadError, OfflineError, ZooError
 from solo_fgsynth.zoo.manifest import Manifest, ZooEntry
@@ -195,6 +196,7 @@ def fetch_entry(
             except (_PermanentSourceError, ValueError, OSError, requests.RequestException) as err:
                 failures.append(f"{url}: {_describe(err)}")
                 continue
+            os.chmod(path, umask_mode())  # pooch's temp file was 0o600
             return Path(path)
     if no_network:
         reason = corrupt or f"{target} is absent"
