@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from solo_fgsynth._io import atomic_write_json
-from solo_fgsynth.benchmark.metrics import retrieval_metrics
 from solo_fgsynth.errors import LaunchError
+from solo_fgsynth.metrics import retrieval_metrics
 
 SELECTIONS = {
     "train_holdout": "held-out part of the training split",

@@ -11,8 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from solo_fgsynth.benchmark.metrics import retrieval_metrics
 from solo_fgsynth.callbacks import BEST_NAME, BestRetrievalCheckpoint, holdout_split
+from solo_fgsynth.metrics import retrieval_metrics
 
 
 def test_holdout_takes_the_fraction_of_every_class_fixed_by_the_seed() -> None:

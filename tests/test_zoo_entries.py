@@ -9,8 +9,8 @@ import torch
 
 from solo_fgsynth import zoo
 from solo_fgsynth.benchmark.cell import extract
-from solo_fgsynth.benchmark.metrics import knn_top1
 from solo_fgsynth.data import FGMarksConfig, materialize
+from solo_fgsynth.metrics import knn_top1
 
 ENTRIES = zoo.Manifest.load().entries
 # Entries whose metrics were measured on other data than their recipe's, reproduced elsewhere:

@@ -10,13 +10,13 @@ import yaml
 
 from solo_fgsynth import zoo
 from solo_fgsynth.benchmark.cell import extract
-from solo_fgsynth.benchmark.metrics import (
+from solo_fgsynth.data.fgmarks import FGMarksConfig, materialize
+from solo_fgsynth.metrics import (
     fit_linear_probe,
     knn_top1,
     probe_top1,
     retrieval_metrics,
 )
-from solo_fgsynth.data.fgmarks import FGMarksConfig, materialize
 from solo_fgsynth.zoo import get_entry
 
 NAME = "generic-init-resnet18small-fgmarks"

@@ -25,16 +25,16 @@ from torchvision import datasets
 
 from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.backbones.init import init_backbone
-from solo_fgsynth.benchmark.metrics import (
+from solo_fgsynth.benchmark.pairs import HEADROOM_STEPS, measure_cell_pairs
+from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
+from solo_fgsynth.data.views import eval_transform
+from solo_fgsynth.metrics import (
     LinearProbe,
     fit_linear_probe,
     knn_top1,
     probe_top1,
     retrieval_metrics,
 )
-from solo_fgsynth.benchmark.pairs import HEADROOM_STEPS, measure_cell_pairs
-from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
-from solo_fgsynth.data.views import eval_transform
 from solo_fgsynth.synth.stats import TRACKED_STATISTICS
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from solo_fgsynth.benchmark.metrics import knn_top1, linear_probe_top1, retrieval_metrics
+from solo_fgsynth.metrics import knn_top1, linear_probe_top1, retrieval_metrics
 
 
 def test_retrieval_metrics_match_a_hand_computation() -> None:
