@@ -78,9 +78,14 @@ def test_noise_is_sized_by_each_selected_dims_own_tracked_std() -> None:
     assert torch.equal(perturbed[:, 2:], z[:, 2:])
 
 
-def test_shuffle_is_the_default_and_takes_the_selected_values_of_another_sample() -> None:
-    assert FGSynthConfig().perturbation == "shuffle" and FGSynthConfig().strength == 1.0
-    synth = _ready_synth(VARIANCE, IMPORTANCE, var_fraction=0.25, cam_fraction=0.0)
+def test_interpolate_is_the_default_at_strength_one() -> None:
+    assert FGSynthConfig().perturbation == "interpolate" and FGSynthConfig().strength == 1.0
+
+
+def test_shuffle_takes_the_selected_values_of_another_sample() -> None:
+    synth = _ready_synth(
+        VARIANCE, IMPORTANCE, var_fraction=0.25, cam_fraction=0.0, perturbation="shuffle"
+    )
     z = torch.arange(5 * DIMS, dtype=torch.float32).view(5, DIMS)
     perturbed, selection = synth.perturb(z, generator=torch.Generator().manual_seed(0))
     mask = selection.mask

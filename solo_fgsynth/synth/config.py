@@ -16,8 +16,8 @@ FGSYNTH_VERSION = 3
 updating BatchNorm statistics. 2: noise in units of the median tracked std, Grad-CAM ranked by
 the magnitude of the batch-mean contribution, decoder trained by the SSL optimizer. 3: the
 current meaning (see the README's knob table): Grad-CAM ranked by the mean per-sample
-magnitude, noise scaled by each dimension's own std, shuffle by default, decoder trained by
-its own Adam.
+magnitude, noise scaled by each dimension's own std, interpolate by default (chosen by the v2
+tuning sweep, docs/benchmark.md section 4), decoder trained by its own Adam.
 """
 
 
@@ -61,7 +61,7 @@ class FGSynthConfig:
     cam_fraction: float = 0.25
     criterion: str = "both"
     combine: str = "union"
-    perturbation: str = "shuffle"
+    perturbation: str = "interpolate"
     strength: float = 1.0
     cam_ranking: str = "magnitude"
     alpha: float = 0.05
