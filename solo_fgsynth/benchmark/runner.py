@@ -292,7 +292,7 @@ def main(argv: list[str]) -> int:
         nargs="*",
         default=[],
         help="extra fgsynth cells from the preset's ablations: variance, gradcam, random, "
-        "no_pairs (quick, cpu); knob values such as strength_1.0 (tuning). They run on the "
+        "no_pairs (quick, cpu); knob values such as perturbation_noise (tuning). They run on the "
         "preset's ablation_methods that --methods keeps",
     )
     parser.add_argument(
