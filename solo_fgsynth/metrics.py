@@ -20,7 +20,9 @@ def retrieval_metrics(features: Tensor, labels: Tensor, ks: tuple[int, ...] = (1
 
     Every sample queries all the others; top-k counts a query as a hit when one of its
     ``k`` nearest has the query's label; mAP averages, over queries with at least one
-    relevant item, the precision at each relevant item's rank.
+    relevant item, the average precision as scikit-learn's ``average_precision_score``
+    defines it: items of equal similarity share one threshold, so ties never depend on the
+    sort order.
     """
     _check_pair(features, labels)
     if features.shape[0] < 2:
@@ -28,17 +30,22 @@ def retrieval_metrics(features: Tensor, labels: Tensor, ks: tuple[int, ...] = (1
     normalized = F.normalize(features.double(), dim=1)
     similarity = normalized @ normalized.T
     similarity.fill_diagonal_(float("-inf"))
-    order = similarity.argsort(dim=1, descending=True)[:, :-1]  # drop the query itself
+    sorted_similarity, order = similarity.sort(dim=1, descending=True)
+    sorted_similarity, order = sorted_similarity[:, :-1], order[:, :-1]  # drop the query itself
     relevant = (labels[order] == labels[:, None]).double()
     result = {f"retrieval_top{k}": 100.0 * relevant[:, :k].amax(dim=1).mean().item() for k in ks}
     hits = relevant.cumsum(dim=1)
-    ranks = torch.arange(1, relevant.shape[1] + 1, dtype=torch.double)
+    positions = torch.arange(relevant.shape[1])
+    last_of_tie = torch.ones_like(relevant, dtype=torch.bool)
+    last_of_tie[:, :-1] = sorted_similarity[:, :-1] != sorted_similarity[:, 1:]
+    # each position's tie group ends at the next position that is last of its group
+    tie_end = torch.where(last_of_tie, positions, relevant.shape[1]).flip(1).cummin(1).values
+    tie_end = tie_end.flip(1)
+    precision_at_tie_end = hits.gather(1, tie_end) / (tie_end + 1).double()
     num_relevant = relevant.sum(dim=1)
     has_relevant = num_relevant > 0
-    average_precision = (relevant * hits / ranks).sum(dim=1)[has_relevant] / num_relevant[
-        has_relevant
-    ]
-    result["retrieval_map"] = 100.0 * average_precision.mean().item()
+    average_precision = (relevant * precision_at_tie_end).sum(dim=1)[has_relevant]
+    result["retrieval_map"] = 100.0 * (average_precision / num_relevant[has_relevant]).mean().item()
     return result
 
 

@@ -1,11 +1,14 @@
-"""Evaluation metrics against hand-computed values on toy inputs."""
+"""Evaluation metrics against hand computations and scikit-learn on constructed inputs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 
-from solo_fgsynth.metrics import knn_top1, linear_probe_top1, retrieval_metrics
+from solo_fgsynth.metrics import fit_linear_probe, knn_top1, linear_probe_top1, retrieval_metrics
 
 
 def test_retrieval_metrics_match_a_hand_computation() -> None:
@@ -57,3 +60,64 @@ def test_shape_mismatch_is_rejected() -> None:
             torch.zeros(1, dtype=torch.long),
             k=0,
         )
+
+
+def _cosine_similarity(features: torch.Tensor) -> torch.Tensor:
+    normalized = torch.nn.functional.normalize(features.double(), dim=1)
+    return normalized @ normalized.T
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_retrieval_map_equals_scikit_learns_average_precision_with_ties(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    samples = 8 + 4 * (seed % 4)
+    # few distinct vectors, so many queries see items of exactly equal similarity
+    features = torch.randint(0, 3, (samples, 3), generator=generator).double() + 0.5
+    labels = torch.randint(0, 3, (samples,), generator=generator)
+    similarity = _cosine_similarity(features)
+    expected = []
+    for query in range(samples):
+        others = [i for i in range(samples) if i != query]
+        relevant = (labels[others] == labels[query]).numpy()
+        if relevant.any():
+            scores = similarity[query, others].numpy()
+            expected.append(average_precision_score(relevant, scores))
+    assert retrieval_metrics(features, labels)["retrieval_map"] == pytest.approx(
+        100.0 * float(np.mean(expected)), abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_retrieval_top_k_equals_a_brute_force_count_without_ties(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(30, 5, generator=generator)
+    labels = torch.randint(0, 4, (30,), generator=generator)
+    similarity = _cosine_similarity(features).tolist()
+    metrics = retrieval_metrics(features, labels, ks=(1, 3, 10))
+    for k in (1, 3, 10):
+        hits = 0
+        for query in range(30):
+            others = sorted(
+                (i for i in range(30) if i != query), key=lambda i: -similarity[query][i]
+            )
+            hits += any(labels[i] == labels[query] for i in others[:k])
+        assert metrics[f"retrieval_top{k}"] == pytest.approx(100.0 * hits / 30)
+
+
+def test_the_linear_probe_agrees_with_scikit_learns_logistic_regression() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(40)
+    centers = torch.randn(4, 6, generator=generator)
+    features = centers[labels] + 1.5 * torch.randn(160, 6, generator=generator)
+    weight_decay = 1e-2
+    probe = fit_linear_probe(features, labels, weight_decay=weight_decay)
+    mean, std = features.mean(0), features.std(0)
+    # ours: mean cross-entropy + wd * |W|^2; scikit-learn's: C * sum cross-entropy + |W|^2 / 2
+    reference = LogisticRegression(C=1.0 / (2 * weight_decay * len(labels)), tol=1e-10)
+    reference.fit(((features - mean) / std).double().numpy(), labels.numpy())
+    assert torch.allclose(
+        probe.linear.weight.detach(), torch.from_numpy(reference.coef_).float(), atol=1e-3
+    )
+    assert torch.allclose(
+        probe.linear.bias.detach(), torch.from_numpy(reference.intercept_).float(), atol=1e-3
+    )

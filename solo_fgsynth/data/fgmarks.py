@@ -85,8 +85,9 @@ class FGMarksConfig:
 
     @classmethod
     def from_mapping(cls, knobs: Mapping[str, Any] | None) -> FGMarksConfig:
-        """Config from a mapping of knob names (e.g. a yaml node); unknown keys are errors."""
-        knobs = dict(knobs or {})
+        """Config from a mapping of knob names (e.g. a yaml node); unknown keys are errors, and a
+        knob set to None (yaml ``null``) takes its default."""
+        knobs = {name: value for name, value in dict(knobs or {}).items() if value is not None}
         allowed = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(knobs) - set(allowed))
         if unknown:

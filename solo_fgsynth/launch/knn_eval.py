@@ -12,7 +12,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import knn_starting_weights
 from solo_fgsynth.launch.common import (
@@ -31,6 +33,7 @@ from solo_fgsynth.launch.config import (
     _prepare_data,
     _resolve_devices,
 )
+from solo_fgsynth.launch.recipe import follow_recipe
 
 KNN_DISTANCES = ("euclidean", "cosine")
 KNN_FEATURES = ("backbone", "projector")
@@ -101,11 +104,11 @@ def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
 
 @torch.no_grad()
 def _features(
-    model: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module, loader: DataLoader, device: torch.device, description: str
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Backbone (``feats``) and projector (``z``) features of every image, and the labels."""
     feats, projected, labels = [], [], []
-    for images, targets in loader:
+    for images, targets in tqdm(loader, desc=description, unit="batch", leave=False):
         out = model(images.to(device))
         feats.append(out["feats"].float().cpu())
         if "z" in out:
@@ -120,7 +123,10 @@ def _features(
 def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Weighted kNN of a pretrained checkpoint's features, as solo-learn's main_knn.py computes it.
 
-    Returns ``{"<feature>/k=<k>/<distance>[/T=<t>]": {"acc1": %, "acc5": %}}`` over the grid.
+    Returns ``{"<feature>/k=<k>/<distance>[/T=<t>]": {"acc1": %, "acc5": %}}`` over the grid,
+    also written beside the checkpoint as ``knn-<checkpoint stem>.json``. The data and crop
+    follow the checkpoint's args.json where the config leaves them unset
+    (:mod:`solo_fgsynth.launch.recipe`).
     """
     require_solo()
     from solo.data.classification_dataloader import prepare_transforms
@@ -137,8 +143,10 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
         key = "pretrained_feature_extractor"
         if cfg.get("pretrained_feature_extractor") is None:
             key = "the newest checkpoint of pretrained_checkpoint_dir"
+        print(follow_recipe(cfg, args_path).summary(), flush=True)
         model = _trained_model(method_cfg, ckpt, key)
     else:
+        ckpt = None
         model, method_cfg = starting_weights
     _prepare_data(cfg)
     _resolve_devices(cfg)
@@ -171,7 +179,8 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
         for ds in (train_dataset, val_dataset)
     ]
     (train_features, train_targets), (test_features, test_targets) = (
-        _features(model, loader, device) for loader in loaders
+        _features(model, loader, device, f"knn: {split} features")
+        for loader, split in zip(loaders, ("training", "validation"), strict=True)
     )
     missing = [f for f in feature_types if f not in train_features]
     if missing:
@@ -198,4 +207,8 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
                     if temperature is not None:
                         key += f"/T={temperature:g}"
                     results[key] = {"acc1": float(acc1), "acc5": float(acc5)}
+    if ckpt is not None:
+        path = ckpt.with_name(f"knn-{ckpt.stem}.json")
+        atomic_write_json(path, {"checkpoint": str(ckpt), "results": results})
+        print(f"knn results written to {path}", flush=True)
     return results

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import seed_everything
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from solo_fgsynth._solo import require_solo
@@ -29,6 +29,7 @@ from solo_fgsynth.launch.config import (
     _require_name,
     _resolve_devices,
 )
+from solo_fgsynth.launch.recipe import follow_recipe, recipe_beside
 
 
 def _linear_backbone(cfg: DictConfig) -> nn.Module:
@@ -49,6 +50,24 @@ def _linear_backbone(cfg: DictConfig) -> nn.Module:
     load_weights_or_refuse(backbone, weights, misfit)
     rank_zero_info(f"Loaded {path}")
     return backbone
+
+
+def _follow_checkpoint(cfg: DictConfig) -> None:
+    """Take the checkpoint's backbone and data (its args.json) where ``cfg`` leaves them unset."""
+    checkpoint = OmegaConf.select(
+        cfg, "pretrained_feature_extractor", default=None, throw_on_missing=False
+    )
+    recipe = recipe_beside(checkpoint) if checkpoint is not None else None
+    if recipe is not None:
+        rank_zero_info(follow_recipe(cfg, recipe).summary())
+    if OmegaConf.select(cfg, "backbone.name", default=None) is None:
+        source = (
+            f"{checkpoint} has no args.json beside it" if checkpoint else "no checkpoint is set"
+        )
+        raise LaunchError(
+            f"backbone.name is not set and {source} to take it from: set backbone.name "
+            "(and backbone.kwargs) to the architecture being evaluated"
+        )
 
 
 def _linear_loss(cfg: DictConfig) -> tuple[nn.Module, Callable | None]:
@@ -87,6 +106,7 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
 
     cfg = _checked_copy(cfg)
     _require_name(cfg)
+    _follow_checkpoint(cfg)
     _prepare_data(cfg)
     _resolve_devices(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
