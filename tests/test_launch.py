@@ -165,6 +165,25 @@ def test_interrupted_pretraining_resumes_where_it_stopped(
 
 
 @pytest.mark.solo
+def test_rerunning_a_finished_pretrain_trains_nothing_says_so_and_leaves_no_folder(
+    image_folder: dict[str, Path],
+    byol_checkpoint: Path,
+    batch_counter: Callback,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    method_dir = byol_checkpoint.parents[1]
+    before = sorted(method_dir.iterdir())
+    cfg = _pretrain_cfg("byol", image_folder, byol_checkpoint.parents[2])
+    assert run_pretrain(cfg, extra_callbacks=[batch_counter]) == byol_checkpoint
+    assert batch_counter.batches == 0
+    assert sorted(method_dir.iterdir()) == before
+    assert (
+        f"already finished at step 2 ({byol_checkpoint}); nothing to train; pass "
+        "auto_resume.enabled=false to start over"
+    ) in capsys.readouterr().out
+
+
+@pytest.mark.solo
 def test_auto_resume_ignores_runs_with_other_settings(
     image_folder: dict[str, Path], tmp_path: Path, batch_counter: Callback
 ) -> None:

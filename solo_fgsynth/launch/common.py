@@ -13,7 +13,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
@@ -157,6 +157,21 @@ def _logger(cfg: DictConfig, logdir: Path, run_id: str | None, model: nn.Module)
     return logger
 
 
+def finished_training(cfg: DictConfig, checkpoint: str | Path) -> int | None:
+    """The checkpoint's global step when it already holds all the training ``cfg`` asks for.
+
+    Finished means its epoch is the last of ``max_epochs`` or, with ``max_steps`` set, its step
+    reached it; None otherwise (also for a checkpoint that records neither).
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    epoch, step = state.get("epoch"), state.get("global_step")
+    if not isinstance(epoch, int) or not isinstance(step, int):
+        return None
+    max_steps = cfg.get("max_steps") or -1
+    done = step >= max_steps if max_steps > 0 else epoch + 1 >= cfg.get("max_epochs", 0)
+    return step if done else None
+
+
 def _fit(
     cfg: DictConfig,
     model: LightningModule,
@@ -164,11 +179,26 @@ def _fit(
     val_loader: DataLoader | None,
     logdir: Path,
     callbacks: Iterable[Callback] = (),
-) -> tuple[Trainer, Path | None]:
-    """Resume, checkpoint, log and fit as solo-learn's scripts do; return trainer and checkpoint."""
+    stop_if_finished: bool = False,
+) -> tuple[Trainer | None, Path | None]:
+    """Resume, checkpoint, log and fit as solo-learn's scripts do; return trainer and checkpoint.
+
+    With ``stop_if_finished``, a resumed checkpoint that already holds the whole training is
+    returned as it is, with no trainer and no new log folder, and a line saying so.
+    """
     from solo.utils.checkpointer import Checkpointer
 
     ckpt_path, run_id = _resume(cfg, logdir)
+    if stop_if_finished and ckpt_path is not None and cfg.checkpoint.enabled:
+        step = finished_training(cfg, ckpt_path)
+        if step is not None:
+            if rank_zero_only.rank == 0:
+                print(
+                    f"already finished at step {step} ({ckpt_path}); nothing to train; pass "
+                    "auto_resume.enabled=false to start over",
+                    flush=True,
+                )
+            return None, Path(ckpt_path)
     all_callbacks: list[Callback] = []
     checkpointer = None
     if cfg.checkpoint.enabled:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import seed_everything
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -59,7 +59,9 @@ def _follow_checkpoint(cfg: DictConfig) -> None:
     )
     recipe = recipe_beside(checkpoint) if checkpoint is not None else None
     if recipe is not None:
-        rank_zero_info(follow_recipe(cfg, recipe).summary())
+        summary = follow_recipe(cfg, recipe).summary()
+        if rank_zero_only.rank == 0:
+            print(summary, flush=True)
     if OmegaConf.select(cfg, "backbone.name", default=None) is None:
         source = (
             f"{checkpoint} has no args.json beside it" if checkpoint else "no checkpoint is set"

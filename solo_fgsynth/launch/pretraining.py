@@ -51,7 +51,9 @@ def _auto_umap(cfg: DictConfig) -> list[Callback]:
 def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> Path | None:
     """Pretrain ``cfg.method`` as solo-learn's main_pretrain.py does; return the last checkpoint.
 
-    Returns None when ``checkpoint.enabled`` is false. ``cfg`` itself is left unchanged.
+    Returns None when ``checkpoint.enabled`` is false. A rerun of a finished run (auto-resume
+    finds a checkpoint holding every epoch) trains nothing, says so and returns that checkpoint.
+    ``cfg`` itself is left unchanged.
     """
     require_solo()
     from solo.args.pretrain import parse_cfg
@@ -125,5 +127,5 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     )
     logdir = Path(cfg.checkpoint.dir) / cfg.method
     callbacks = [*_auto_umap(cfg), *best_checkpoint, *extra_callbacks]
-    _, last = _fit(cfg, model, train_loader, val_loader, logdir, callbacks)
+    _, last = _fit(cfg, model, train_loader, val_loader, logdir, callbacks, stop_if_finished=True)
     return last
