@@ -33,6 +33,7 @@ from solo_fgsynth.launch.config import (
     _prepare_data,
     _resolve_devices,
 )
+from solo_fgsynth.launch.noise import silence_known_noise
 from solo_fgsynth.launch.recipe import follow_recipe
 
 KNN_DISTANCES = ("euclidean", "cosine")
@@ -129,6 +130,7 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
     (:mod:`solo_fgsynth.launch.recipe`).
     """
     require_solo()
+    silence_known_noise()
     from solo.data.classification_dataloader import prepare_transforms
 
     cfg = _checked_copy(cfg)

@@ -29,6 +29,7 @@ from solo_fgsynth.launch.config import (
     _require_name,
     _resolve_devices,
 )
+from solo_fgsynth.launch.noise import silence_known_noise
 from solo_fgsynth.launch.recipe import follow_recipe, recipe_beside
 
 
@@ -100,6 +101,7 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
     Returns the final validation metrics: ``val_acc1`` (top-1, %), ``val_acc5`` and ``val_loss``.
     """
     require_solo()
+    silence_known_noise()
     from solo.args.linear import parse_cfg
     from solo.data.classification_dataloader import prepare_dataloaders
     from solo.methods.linear import LinearModel

@@ -30,6 +30,7 @@ from solo_fgsynth.launch.config import (
     _require_name,
     _resolve_devices,
 )
+from solo_fgsynth.launch.noise import silence_known_noise
 
 
 def _auto_umap(cfg: DictConfig) -> list[Callback]:
@@ -56,6 +57,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     ``cfg`` itself is left unchanged.
     """
     require_solo()
+    silence_known_noise()
     from solo.args.pretrain import parse_cfg
     from solo.data.pretrain_dataloader import (
         FullTransformPipeline,
