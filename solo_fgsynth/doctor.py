@@ -183,6 +183,41 @@ def _manifest_lines(problems: list[Problem]) -> list[str]:
     ]
 
 
+def gpu_only_configs(scripts: Path, cuda: bool) -> dict[str, list[str]]:
+    """Shipped configs this machine cannot run as they are, by folder: those set to a GPU
+    (``accelerator: gpu|cuda``) or to 16-bit precision, where no CUDA device is visible."""
+    from omegaconf import OmegaConf
+
+    if cuda:
+        return {}
+    found: dict[str, list[str]] = {}
+    stages = ("pretrain", "linear", "knn")
+    for path in sorted(path for stage in stages for path in scripts.glob(f"{stage}/*/*.yaml")):
+        settings = OmegaConf.load(path)
+        accelerator = str(settings.get("accelerator", "auto")).lower()
+        precision = str(settings.get("precision", "32"))
+        if accelerator in ("gpu", "cuda") or precision.startswith("16"):
+            folder = str(path.parent.relative_to(scripts.parent))
+            found.setdefault(folder, []).append(path.stem)
+    return found
+
+
+def _config_lines() -> list[str]:
+    """Which shipped configs need a GPU this machine lacks, and the overrides that run them."""
+    import torch
+
+    from solo_fgsynth.resources import scripts_dir
+
+    blocked = gpu_only_configs(scripts_dir(), torch.cuda.is_available())
+    if not blocked:
+        return [_line("configs", "every shipped config runs on this machine")]
+    lines = [
+        _line("configs", "need a GPU (none visible); add accelerator=cpu devices=1 precision=32:")
+    ]
+    lines += [_line("", f"{folder}: {', '.join(names)}") for folder, names in blocked.items()]
+    return lines
+
+
 def diagnose() -> tuple[list[str], list[Problem]]:
     """The report's lines and the blocking problems found."""
     problems: list[Problem] = []
@@ -198,6 +233,7 @@ def diagnose() -> tuple[list[str], list[Problem]]:
         *_workaround_lines(),
         *_storage_lines(problems),
         *_manifest_lines(problems),
+        *_config_lines(),
     ]
     return lines, problems
 

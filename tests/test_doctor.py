@@ -67,3 +67,36 @@ def test_doctor_without_solo_learn_exits_1_with_the_install_fix(
         "  problem: solo-learn is not installed",
         "  fix:     install solo-learn with the lines of README 'Installing solo-learn'",
     ]
+
+
+def test_gpu_only_configs_are_listed_by_folder_only_without_cuda(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    files = {
+        "pretrain/cub200/byol.yaml": "accelerator: gpu\ndevices: [0]\n",
+        "pretrain/cub200/simclr.yaml": "accelerator: auto\nprecision: 16-mixed\n",
+        "pretrain/fgmarks/byol.yaml": "accelerator: auto\nprecision: 32\n",
+        "knn/cub200/knn.yaml": "accelerator: cuda\n",
+        "benchmark/v1/quick.yaml": "accelerator: gpu\n",  # not a launcher config
+    }
+    for name, text in files.items():
+        (scripts / name).parent.mkdir(parents=True, exist_ok=True)
+        (scripts / name).write_text(text)
+    assert doctor.gpu_only_configs(scripts, cuda=False) == {
+        "scripts/knn/cub200": ["knn"],
+        "scripts/pretrain/cub200": ["byol", "simclr"],
+    }
+    assert doctor.gpu_only_configs(scripts, cuda=True) == {}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="lists them only without CUDA")
+def test_doctor_lists_the_shipped_gpu_configs_with_the_cpu_overrides(
+    writable_folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["doctor"])
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index(
+        "configs      need a GPU (none visible); add accelerator=cpu devices=1 precision=32:"
+    )
+    listed = lines[start + 1 : start + 9]
+    assert any(line.strip().startswith("scripts/pretrain/cub200: byol, ") for line in listed)
+    assert not any("fgmarks" in line for line in listed)

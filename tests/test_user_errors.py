@@ -336,3 +336,26 @@ def test_debug_prints_the_traceback_before_the_same_line() -> None:
     assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
     assert plain.stderr.splitlines()[-1] == debug.stderr.splitlines()[-1]
     assert plain.stderr.splitlines()[-1].startswith("solo-fgsynth zoo info: error: unknown model")
+
+
+@pytest.mark.solo
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_a_gpu_config_on_a_cpu_machine_is_one_line_naming_the_cpu_overrides_before_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "pretrain",
+        "-cp",
+        str(SCRIPTS / "pretrain" / "custom"),
+        "-cn",
+        "fgsynth_byol",
+        f"data.train_path={tmp_path / 'no-such-folder'}",  # data would fail later: not reached
+        f"data.val_path={tmp_path / 'no-such-folder'}",
+    ]
+    code, line, err = _last_line(argv, capsys)
+    assert code == 2
+    assert line == (
+        "solo-fgsynth pretrain: error: accelerator='gpu' but this machine has no CUDA device; "
+        "to run on the CPU add accelerator=cpu devices=1 precision=32"
+    )
+    assert err.strip() == line

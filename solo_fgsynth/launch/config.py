@@ -119,8 +119,27 @@ def _resolve_devices(cfg: DictConfig) -> None:
     accelerator = str(cfg.get("accelerator") or "auto").lower()
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    on_cpu = "accelerator=cpu devices=1 precision=32"
+    if accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():
+        raise LaunchError(
+            f"accelerator={cfg.get('accelerator')!r} but this machine has no CUDA device; "
+            f"to run on the CPU add {on_cpu}"
+        )
     cfg.accelerator = accelerator
     cfg.devices = _device_ids(cfg.get("devices", "auto"), accelerator)
+    if accelerator in GPU_ACCELERATORS:
+        visible = torch.cuda.device_count()
+        absent = [i for i in cfg.devices if i >= visible]
+        if absent:
+            raise LaunchError(
+                f"devices={list(cfg.devices)} but only {visible} CUDA device(s) are visible "
+                f"(ids 0-{visible - 1})"
+            )
+    precision = str(cfg.get("precision", "32"))
+    if accelerator == "cpu" and precision in ("16", "16-mixed", "16-true"):
+        raise LaunchError(
+            f"precision={precision!r} needs a GPU; on the CPU use precision=32 (or bf16-mixed)"
+        )
 
 
 def _device_ids(value: Any, accelerator: str) -> list[int]:

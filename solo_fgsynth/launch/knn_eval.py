@@ -150,8 +150,7 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
     else:
         ckpt = None
         model, method_cfg = starting_weights
-    _prepare_data(cfg)
-    _resolve_devices(cfg)
+    _resolve_devices(cfg)  # a config this machine cannot run fails before any data work
     if cfg.accelerator in GPU_ACCELERATORS:
         device = torch.device("cuda", cfg.devices[0])
     elif cfg.accelerator in ("cpu", "mps"):
@@ -160,6 +159,7 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise LaunchError(
             f"accelerator={cfg.accelerator!r} is not valid for knn: use cpu, gpu or mps"
         )
+    _prepare_data(cfg)
     model = model.to(device).eval()
 
     dataset = cfg.data.dataset

@@ -111,8 +111,8 @@ def run_linear(cfg: DictConfig) -> dict[str, float]:
     cfg = _checked_copy(cfg)
     _require_name(cfg)
     _follow_checkpoint(cfg)
+    _resolve_devices(cfg)  # a config this machine cannot run fails before any data work
     _prepare_data(cfg)
-    _resolve_devices(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     if cfg.data.num_classes < 5:
         raise LaunchError(

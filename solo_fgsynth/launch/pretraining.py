@@ -71,8 +71,8 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     cfg = _checked_copy(cfg, method=True)
     method_class = _method_class(cfg.method)
     _require_name(cfg)
+    _resolve_devices(cfg)  # a config this machine cannot run fails before any data work
     _prepare_data(cfg)
-    _resolve_devices(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
     seed_everything(cfg.seed, verbose=False)  # no line on stderr before a config error
