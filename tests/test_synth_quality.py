@@ -3,6 +3,8 @@ reconstructs layout-carrying features; the decoder's own Adam; the headroom meas
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,6 +63,16 @@ def test_pair_selectivity_is_one_when_the_change_spreads_evenly_in_each_dims_spr
     perturbed = encoded + 0.2 * encoded.std(dim=0)
     selected = torch.tensor([True, True, False, False, False, False])
     assert pair_selectivity(encoded, perturbed, selected) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_pair_selectivity_leaves_out_dims_constant_over_the_images() -> None:
+    encoded = torch.tensor([[0.0, 0.0, 5.0, 0.0], [2.0, 4.0, 5.0 + 1e-9, 0.0]])
+    perturbed = encoded + torch.tensor([1.0, 4.0, 1e-6, 0.0])
+    with_dead = torch.tensor([False, True, True, False])  # dims 2 (near-constant), 3 (dead)
+    expected = pair_selectivity(encoded[:, :2], perturbed[:, :2], torch.tensor([False, True]))
+    assert pair_selectivity(encoded, perturbed, with_dead) == pytest.approx(expected)
+    only_dead = torch.tensor([False, False, True, True])
+    assert math.isnan(pair_selectivity(encoded, perturbed, only_dead))
 
 
 def test_pair_selectivity_needs_selected_and_kept_dims() -> None:

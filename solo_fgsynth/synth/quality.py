@@ -87,6 +87,9 @@ def pair_selectivity(encoded: Tensor, encoded_perturbed: Tensor, selected: Tenso
     ``|e' - e| / s_k`` divided by the same mean over kept dims, ``s_k`` the std of dim k of
     ``encoded`` over the N images (without it, low-variance dims always look unchanged).
     1 means the change spread evenly; the method needs more than what random dims give.
+    Dims (near-)constant over the images, spread under 1e-6 of the median spread (a dead ReLU
+    in eval mode), are left out: any change there is rounding divided by nothing. NaN when no
+    selected or no kept dim is left.
     """
     if encoded.shape != encoded_perturbed.shape or encoded.dim() != 2:
         raise ValueError(
@@ -98,10 +101,15 @@ def pair_selectivity(encoded: Tensor, encoded_perturbed: Tensor, selected: Tenso
     if not selected.any() or selected.all():
         raise ValueError("selectivity needs both selected and kept dims")
     encoded, encoded_perturbed = encoded.detach().float(), encoded_perturbed.detach().float()
-    spread = encoded.std(dim=0).clamp_min(1e-12)
-    change = ((encoded_perturbed - encoded).abs() / spread).mean(dim=0)
+    spread = encoded.std(dim=0)
+    alive = spread > 1e-6 * spread.median().clamp_min(1e-30)
+    change = ((encoded_perturbed - encoded).abs() / spread.clamp_min(1e-30)).mean(dim=0)
     selected = selected.to(change.device)
-    return float(change[selected].mean() / change[~selected].mean().clamp_min(1e-12))
+    kept = ~selected & alive
+    selected = selected & alive
+    if not selected.any() or not kept.any():
+        return float("nan")
+    return float(change[selected].mean() / change[kept].mean().clamp_min(1e-12))
 
 
 def reencode_correlation(encoded: Tensor, features: Tensor) -> float:
