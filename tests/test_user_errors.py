@@ -49,6 +49,7 @@ def _last_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 def _custom(config: str, data: dict[str, Path], *extra: str) -> list[str]:
+    """A shipped (GPU) custom config on this CPU, so each test meets the error it is about."""
     return [
         "-cp",
         str(SCRIPTS / "pretrain" / "custom"),
@@ -56,6 +57,9 @@ def _custom(config: str, data: dict[str, Path], *extra: str) -> list[str]:
         config,
         f"data.train_path={data['train']}",
         f"data.val_path={data['val']}",
+        "accelerator=cpu",
+        "devices=1",
+        "precision=32",
         *extra,
     ]
 
@@ -239,6 +243,7 @@ def test_linear_refuses_a_missing_corrupt_or_mismatched_checkpoint(
         "backbone.name=resnet50",
         "accelerator=cpu",
         "devices=1",
+        "precision=32",
         f"checkpoint.dir={tmp_path / 'runs'}",
         f"pretrained_feature_extractor={ckpt}",
     ]
@@ -279,14 +284,19 @@ def test_knn_refuses_a_corrupt_checkpoint(
         (
             "pretrain",
             "fgsynth_byol",
-            ["method_kwargs.var_fraction=1.5"],
+            ["accelerator=cpu", "devices=1", "precision=32", "method_kwargs.var_fraction=1.5"],
             "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fraction=1.5 is out "
             "of range: allowed is a number in [0, 1]",
         ),
         (
             "linear",
             "linear",
-            ["accelerator=cpu", "devices=1", "pretrained_feature_extractor={tmp}/run.ckpt"],
+            [
+                "accelerator=cpu",
+                "devices=1",
+                "precision=32",
+                "pretrained_feature_extractor={tmp}/run.ckpt",
+            ],
             "solo-fgsynth linear: error: pretrained_feature_extractor='{tmp}/run.ckpt' is not a "
             "readable checkpoint (",
         ),
@@ -359,3 +369,25 @@ def test_a_gpu_config_on_a_cpu_machine_is_one_line_naming_the_cpu_overrides_befo
         "to run on the CPU add accelerator=cpu devices=1 precision=32"
     )
     assert err.strip() == line
+
+
+@pytest.mark.solo
+def test_a_bad_fgsynth_knob_is_reported_before_any_data_is_generated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SOLO_FGSYNTH_DATA_DIR", str(tmp_path / "data"))
+    argv = [
+        "pretrain",
+        "-cp",
+        str(SCRIPTS / "pretrain" / "fgmarks"),
+        "-cn",
+        "fgsynth_byol",
+        "accelerator=cpu",
+        "method_kwargs.strength=-1",
+        f"checkpoint.dir={tmp_path / 'runs'}",
+    ]
+    code, line, err = _last_line(argv, capsys)
+    assert code == 2
+    assert line.startswith("solo-fgsynth pretrain: error: invalid config: method_kwargs.strength")
+    assert err.strip() == line  # no progress bar of data generation before it
+    assert not (tmp_path / "data").exists()

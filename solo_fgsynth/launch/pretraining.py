@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     method_class = _method_class(cfg.method)
     _require_name(cfg)
     _resolve_devices(cfg)  # a config this machine cannot run fails before any data work
+    if cfg.method == "fgsynth":  # its knobs read nothing of the data: checked before it
+        from solo_fgsynth.methods.fgsynth import add_fgsynth_cfg
+
+        _checked_by_solo(add_fgsynth_cfg, copy.deepcopy(cfg))
     _prepare_data(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
