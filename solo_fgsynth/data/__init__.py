@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from solo_fgsynth.data.checked_folder import checked_image_folder
 from solo_fgsynth.data.fgmarks import FGMarksConfig, generate, materialize, sample_scenes
 from solo_fgsynth.data.layouts import (
+    EXPECTED_LAYOUTS,
     UnreadableImagesError,
     prepare_layout,
     verify_images,
@@ -74,8 +75,8 @@ def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = Tru
         root = _optional_value(data_cfg, "root")
         if root is None:
             raise ValueError(
-                f"data.root must be set to the folder holding the {name} dataset: add "
-                f"++data.root=PATH (see docs/datasets.md for the expected layout)"
+                f"data.root must be set to the folder holding the {name} dataset "
+                f"({EXPECTED_LAYOUTS[name]}): add ++data.root=PATH"
             )
         skip = bool(_optional_value(data_cfg, "skip_unreadable"))
         train_dir, val_dir = prepare_layout(

@@ -26,6 +26,16 @@ from solo_fgsynth.data._cache import cached_directory, read_marker, stable_key
 
 LAYOUT_VERSION = 1
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
+# what data.root must hold, by dataset name: in the readers' errors and in "data.root must be set"
+EXPECTED_LAYOUTS = {
+    "cub200": "the CUB_200_2011 folder with images.txt, image_class_labels.txt, "
+    "train_test_split.txt and images/",
+    "cars": "torchvision's stanford_cars layout: devkit/cars_meta.mat, "
+    "devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/ and cars_test/",
+    "aircraft": "fgvc-aircraft-2013b/data/ with variants.txt, "
+    "images_variant_{train,val,test}.txt and images/",
+    "imagefolder": "root/train/<class>/<image> and root/val/<class>/<image>",
+}
 
 
 @dataclass(frozen=True)
@@ -177,8 +187,7 @@ def read_cub200(root: Path) -> LayoutListing:
     ``images/``); the official test split becomes ``val``. ``root`` may also be its parent."""
     base = _locate(root, "CUB_200_2011")
     layout = "CUB-200-2011"
-    expected = "expected the CUB_200_2011 folder with images.txt, image_class_labels.txt, "
-    expected += "train_test_split.txt and images/"
+    expected = f"expected {EXPECTED_LAYOUTS['cub200']}"
     images_file = _require(base / "images.txt", layout, expected)
     labels_file = _require(base / "image_class_labels.txt", layout, expected)
     split_file = _require(base / "train_test_split.txt", layout, expected)
@@ -223,9 +232,7 @@ def read_stanford_cars(root: Path) -> LayoutListing:
 
     base = _locate(root, "stanford_cars")
     layout = "Stanford Cars"
-    expected = "expected torchvision's stanford_cars layout: devkit/cars_meta.mat, "
-    expected += "devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/ "
-    expected += "and cars_test/"
+    expected = f"expected {EXPECTED_LAYOUTS['cars']}"
     meta_file = _require(base / "devkit" / "cars_meta.mat", layout, expected)
     split_sources = {
         "train": (
@@ -258,8 +265,7 @@ def read_fgvc_aircraft(root: Path) -> LayoutListing:
     ``val`` lists become ``train`` and the ``test`` list becomes ``val`` (the usual protocol)."""
     base = _locate(root, "fgvc-aircraft-2013b") / "data"
     layout = "FGVC-Aircraft"
-    expected = "expected fgvc-aircraft-2013b/data/ with variants.txt, "
-    expected += "images_variant_{train,val,test}.txt and images/"
+    expected = f"expected {EXPECTED_LAYOUTS['aircraft']}"
     variants = [
         line.strip()
         for line in _require(base / "variants.txt", layout, expected).read_text().splitlines()
@@ -294,7 +300,7 @@ def read_imagefolder(root: Path) -> LayoutListing:
     """A generic ``root/train/<class>/...`` and ``root/val/<class>/...`` tree with equal classes."""
     base = _existing_root(root)
     layout = "ImageFolder"
-    expected = "expected root/train/<class>/<image> and root/val/<class>/<image>"
+    expected = f"expected {EXPECTED_LAYOUTS['imagefolder']}"
     split_dirs = {split: _require(base / split, layout, expected) for split in ("train", "val")}
     class_sets = {
         split: sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
