@@ -33,7 +33,9 @@ def test_every_help_example_names_a_config_that_composes(
 
 def test_the_data_root_hint_is_an_override_hydra_accepts(tmp_path: Path) -> None:
     cfg = load_config("scripts/pretrain/fgmarks", "byol", ["data.dataset=cub200"])
-    with pytest.raises(ValueError, match=r"data\.root must be set .*CUB_200_2011.*: add \+\+data\.root=PATH$"):
+    with pytest.raises(
+        ValueError, match=r"data\.root must be set .*CUB_200_2011.*: add \+\+data\.root=PATH$"
+    ):
         prepare_data_cfg(cfg.data, tmp_path)
     with pytest.raises(LaunchError, match=r"Could not override 'data\.root'"):
         load_config("scripts/pretrain/fgmarks", "byol", ["data.root=/nowhere"])
