@@ -226,6 +226,10 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
     assert init["steps"] == 0 and init["step_time_s"] is None and init["checkpoint"] is None
     assert results["wall_s"] >= max(run["wall_s"] for run in runs.values())
     assert results["cells_wall_s"] == pytest.approx(sum(run["wall_s"] for run in runs.values()))
+    import torch
+
+    assert results["environment"]["torch"] == torch.__version__.split("+")[0]
+    assert results["environment"]["solo-fgsynth"] is not None
     gap = results["paired"]["fgsynth_byol"]["linear_top1"]
     assert results["paired"]["fgsynth_byol"]["base"] == "byol" and gap["n"] == 1
     expected = (

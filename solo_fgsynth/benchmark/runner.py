@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,35 @@ def paired_with_base(preset: dict[str, Any], records: list[dict[str, Any]]) -> d
     return pairs
 
 
+ENVIRONMENT_PACKAGES = (
+    "solo-fgsynth",
+    "solo-learn",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "timm",
+    "numpy",
+    "pillow",
+    "scikit-learn",
+)
+
+
+def environment() -> dict[str, str | None]:
+    """Python, platform and the versions the numbers depend on: a run reproduces bit for bit
+    only on the same ones (the same cell on two environments can differ by points)."""
+    versions: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for package in ENVIRONMENT_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
 class CellFailedError(RuntimeError):
     """A cell's process exited with an error; the message holds its log's tail and path."""
 
@@ -247,6 +278,7 @@ def run_benchmark(
         "summary": summary,
         "overhead": ratios,
         "paired": paired,
+        "environment": environment(),
         "wall_s": None,
         "cells_wall_s": sum(r.get("wall_s") or 0.0 for r in records),
         "runs": records,
