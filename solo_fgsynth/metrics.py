@@ -49,6 +49,57 @@ def retrieval_metrics(features: Tensor, labels: Tensor, ks: tuple[int, ...] = (1
     return result
 
 
+KNN_DISTANCES = ("cosine", "euclidean")
+_MAX_DISTANCES = 5_000_000
+
+
+def weighted_knn(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    distance: str = "cosine",
+    epsilon: float = 1e-5,
+) -> tuple[float, float]:
+    """Top-1 and top-5 (percent) of a weighted kNN, as solo-learn's WeightedKNNClassifier.
+
+    The ``k`` nearest training features vote for their label: with ``cosine`` by
+    ``exp(similarity / temperature)``, with ``euclidean`` by ``1 / (distance + epsilon)``.
+    Top-5 counts the first ``min(5, k, classes)`` labels by vote.
+    """
+    _check_pair(train_features, train_labels)
+    _check_pair(test_features, test_labels)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} is out of range: allowed is an integer >= 1")
+    if distance not in KNN_DISTANCES:
+        raise ValueError(f"distance={distance!r} is not valid: use {' or '.join(KNN_DISTANCES)}")
+    k = min(k, train_features.shape[0])
+    if distance == "cosine":
+        train_features, test_features = F.normalize(train_features), F.normalize(test_features)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    top5_width = min(5, k, num_classes)
+    # at most ~5M distances at once, as solo-learn, so a large test set fits in memory
+    chunk = max(1, _MAX_DISTANCES // train_features.shape[0])
+    hits1 = hits5 = 0
+    for start in range(0, test_features.shape[0], chunk):
+        queries, labels = test_features[start : start + chunk], test_labels[start : start + chunk]
+        if distance == "cosine":
+            similarity = queries @ train_features.T
+        else:
+            similarity = 1 / (torch.cdist(queries, train_features) + epsilon)
+        top_similarity, top_index = similarity.topk(k, dim=1)
+        weights = (top_similarity / temperature).exp() if distance == "cosine" else top_similarity
+        votes = torch.zeros(queries.shape[0], num_classes, dtype=similarity.dtype)
+        votes.scatter_add_(1, train_labels[top_index], weights)
+        correct = votes.argsort(dim=1, descending=True, stable=True) == labels[:, None]
+        hits1 += int(correct[:, 0].sum())
+        hits5 += int(correct[:, :top5_width].any(dim=1).sum())
+    total = test_features.shape[0]
+    return 100.0 * hits1 / total, 100.0 * hits5 / total
+
+
 def knn_top1(
     train_features: Tensor,
     train_labels: Tensor,
@@ -57,18 +108,8 @@ def knn_top1(
     k: int = 20,
     temperature: float = 0.07,
 ) -> float:
-    """Top-1 (percent) of a cosine kNN with ``exp(sim / T)`` weighted votes, as in solo-learn."""
-    _check_pair(train_features, train_labels)
-    _check_pair(test_features, test_labels)
-    if k < 1:
-        raise ValueError(f"k={k} is out of range: allowed is an integer >= 1")
-    k = min(k, train_features.shape[0])
-    similarity = F.normalize(test_features, dim=1) @ F.normalize(train_features, dim=1).T
-    top_similarity, top_index = similarity.topk(k, dim=1)
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    votes = torch.zeros(test_features.shape[0], num_classes, dtype=similarity.dtype)
-    votes.scatter_add_(1, train_labels[top_index], (top_similarity / temperature).exp())
-    return 100.0 * (votes.argmax(dim=1) == test_labels).double().mean().item()
+    """Top-1 (percent) of the cosine :func:`weighted_knn`: the benchmark's kNN column."""
+    return weighted_knn(train_features, train_labels, test_features, test_labels, k, temperature)[0]
 
 
 class LinearProbe(torch.nn.Module):

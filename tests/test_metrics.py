@@ -8,7 +8,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
-from solo_fgsynth.metrics import fit_linear_probe, knn_top1, linear_probe_top1, retrieval_metrics
+from solo_fgsynth.metrics import (
+    fit_linear_probe,
+    knn_top1,
+    linear_probe_top1,
+    retrieval_metrics,
+    weighted_knn,
+)
 
 
 def test_retrieval_metrics_match_a_hand_computation() -> None:
@@ -121,3 +127,65 @@ def test_the_linear_probe_agrees_with_scikit_learns_logistic_regression() -> Non
     assert torch.allclose(
         probe.linear.bias.detach(), torch.from_numpy(reference.intercept_).float(), atol=1e-3
     )
+
+
+def test_weighted_knn_votes_by_inverse_distance_and_counts_top5() -> None:
+    train = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 4.0]])
+    train_labels = torch.tensor([0, 1, 2, 2])
+    test = torch.tensor([[0.4, 0.0]])
+    # euclidean votes 1/(d + eps): class 0 by 1/0.4 = 2.5 against class 1 by 1/0.6 = 1.67
+    top1, top5 = weighted_knn(
+        train, train_labels, test, torch.tensor([1]), k=2, distance="euclidean"
+    )
+    assert (top1, top5) == (0.0, 100.0)  # second by vote, so within the top min(5, k)
+    top1, top5 = weighted_knn(
+        train, train_labels, test, torch.tensor([2]), k=2, distance="euclidean"
+    )
+    assert (top1, top5) == (0.0, 0.0)  # class 2 is not among the k=2 neighbours
+    with pytest.raises(ValueError, match="distance='manhattan' is not valid"):
+        weighted_knn(train, train_labels, test, torch.tensor([2]), distance="manhattan")
+
+
+@pytest.mark.solo
+@pytest.mark.parametrize(
+    ("distance", "k", "temperature"),
+    [("cosine", 5, 0.07), ("cosine", 30, 0.5), ("euclidean", 10, None)],
+)
+def test_weighted_knn_equals_solo_learns_classifier(
+    distance: str, k: int, temperature: float | None
+) -> None:
+    from solo.utils.knn import WeightedKNNClassifier
+    from torchmetrics import Metric
+
+    class Reference(WeightedKNNClassifier):
+        def __init__(self) -> None:  # its own __init__ passes torchmetrics 0.x's compute_on_step
+            Metric.__init__(self)
+            self.k, self.T, self.distance_fx = k, temperature, distance
+            self.max_distance_matrix_size, self.epsilon = int(5e6), 1e-5
+            for state in ("train_features", "train_targets", "test_features", "test_targets"):
+                self.add_state(state, default=[], persistent=False)
+
+    generator = torch.Generator().manual_seed(k)
+    centers = torch.randn(8, 16, generator=generator)
+    train_labels = torch.arange(8).repeat_interleave(25)
+    test_labels = torch.arange(8).repeat(10)
+    train = centers[train_labels] + 1.2 * torch.randn(200, 16, generator=generator)
+    test = centers[test_labels] + 1.2 * torch.randn(80, 16, generator=generator)
+    reference = Reference()
+    reference(
+        train_features=train,
+        train_targets=train_labels,
+        test_features=test,
+        test_targets=test_labels,
+    )
+    expected = reference.compute()
+    ours = weighted_knn(
+        train,
+        train_labels,
+        test,
+        test_labels,
+        k=k,
+        temperature=temperature or 1.0,
+        distance=distance,
+    )
+    assert ours == pytest.approx(expected)

@@ -6,7 +6,6 @@ torchmetrics; each says what it works around and on which versions, so it can go
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -50,7 +49,8 @@ WORKAROUNDS = (
     Workaround(
         "knn-compute-on-step",
         "solo-learn 1.0.6's WeightedKNNClassifier passes compute_on_step, which torchmetrics "
-        ">= 1.0 rejects: offline kNN builds it through a subclass, online kNN is refused",
+        ">= 1.0 rejects: online kNN is refused; offline kNN is solo_fgsynth.metrics."
+        "weighted_knn, tested equal to it",
         lambda: solo_available() and _torchmetrics_major() >= 1,
     ),
 )
@@ -81,23 +81,3 @@ def check_online_knn(cfg: DictConfig) -> None:
             f"knn_eval.enabled=True: solo-learn's online kNN does not run here ({error}); "
             "set knn_eval.enabled=False and use 'solo-fgsynth knn' on the checkpoint"
         ) from error
-
-
-@functools.cache
-def knn_metric_class() -> type:
-    """solo-learn's WeightedKNNClassifier, constructible under torchmetrics >= 1."""
-    from solo.utils.knn import WeightedKNNClassifier
-    from torchmetrics import Metric
-
-    class _WeightedKNN(WeightedKNNClassifier):
-        """Its parent's __init__ passes ``compute_on_step``, which torchmetrics >= 1 rejects."""
-
-        def __init__(self, k: int, T: float | None, distance_fx: str) -> None:
-            Metric.__init__(self)
-            self.k, self.T, self.distance_fx = k, T, distance_fx
-            self.max_distance_matrix_size = int(5e6)
-            self.epsilon = 1e-5
-            for state in ("train_features", "train_targets", "test_features", "test_targets"):
-                self.add_state(state, default=[], persistent=False)
-
-    return _WeightedKNN

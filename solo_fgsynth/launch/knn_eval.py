@@ -23,7 +23,6 @@ from solo_fgsynth.launch.common import (
     _eval_transforms,
     load_weights_or_refuse,
 )
-from solo_fgsynth.launch.compat import knn_metric_class
 from solo_fgsynth.launch.config import (
     GPU_ACCELERATORS,
     LaunchError,
@@ -35,6 +34,7 @@ from solo_fgsynth.launch.config import (
 )
 from solo_fgsynth.launch.noise import silence_known_noise
 from solo_fgsynth.launch.recipe import follow_recipe
+from solo_fgsynth.metrics import weighted_knn
 
 KNN_DISTANCES = ("euclidean", "cosine")
 KNN_FEATURES = ("backbone", "projector")
@@ -191,24 +191,24 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "output 'z'; use feature_type=[backbone]"
         )
 
-    knn_class = knn_metric_class()
     results: dict[str, dict[str, float]] = {}
     for feature in feature_types:
         for k in ks:
             for distance in distances:
                 for temperature in temperatures if distance == "cosine" else [None]:
-                    knn = knn_class(k=k, T=temperature, distance_fx=distance)
-                    knn(
-                        train_features=train_features[feature],
-                        train_targets=train_targets,
-                        test_features=test_features[feature],
-                        test_targets=test_targets,
+                    acc1, acc5 = weighted_knn(
+                        train_features[feature],
+                        train_targets,
+                        test_features[feature],
+                        test_targets,
+                        k=k,
+                        temperature=temperature or 1.0,
+                        distance=distance,
                     )
-                    acc1, acc5 = knn.compute()
                     key = f"{feature}/k={k}/{distance}"
                     if temperature is not None:
                         key += f"/T={temperature:g}"
-                    results[key] = {"acc1": float(acc1), "acc5": float(acc5)}
+                    results[key] = {"acc1": acc1, "acc5": acc5}
     if ckpt is not None:
         path = ckpt.with_name(f"knn-{ckpt.stem}.json")
         atomic_write_json(path, {"checkpoint": str(ckpt), "results": results})
