@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -51,6 +52,8 @@ def _on_folder(cfg: DictConfig, folder: Path) -> DictConfig:
         cfg.data.pop(key, None)
     cfg.accelerator = "auto"
     cfg.devices = 1
+    if not torch.cuda.is_available():
+        cfg.precision = 32  # 16-bit precision needs a GPU
     launch._resolve_devices(cfg)
     return cfg
 
