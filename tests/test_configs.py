@@ -58,6 +58,14 @@ def _on_folder(cfg: DictConfig, folder: Path) -> DictConfig:
     return cfg
 
 
+def _agrees_with_pretraining(cfg: DictConfig, pretrain: DictConfig) -> None:
+    """An evaluation config reads the pretraining's dataset; each fgmarks knob it sets is the
+    pretraining's (null: taken from the checkpoint's args.json)."""
+    assert cfg.data.dataset == pretrain.data.dataset
+    for knob, value in (cfg.data.get("fgmarks") or {}).items():
+        assert value is None or value == pretrain.data.fgmarks[knob], knob
+
+
 def test_every_dataset_ships_every_config() -> None:
     for dataset in DATASETS:
         for method in METHOD_CONFIGS:
@@ -143,8 +151,12 @@ def test_linear_config_parses_at_its_pretraining_crop(path: Path, image_folder: 
 
     cfg = _load(path, "pretrained_feature_extractor=model.ckpt")
     pretrain = _load(SCRIPTS / "pretrain" / path.parent.name / "byol.yaml")
-    assert cfg.data.dataset == pretrain.data.dataset
-    assert cfg.data.get("fgmarks") == pretrain.data.get("fgmarks")
+    _agrees_with_pretraining(cfg, pretrain)
+    # null follows the checkpoint's args.json (launch/recipe.py); here, the pretraining config's
+    if cfg.backbone.name is None:
+        cfg.backbone.name = pretrain.backbone.name
+    if cfg.data.augmentations.crop_size is None:
+        cfg.data.augmentations.crop_size = pretrain.augmentations[0].crop_size
     assert cfg.backbone.name == pretrain.backbone.name
     cfg = parse_cfg(_on_folder(cfg, image_folder))
     assert cfg.data.augmentations.crop_size == pretrain.augmentations[0].crop_size
@@ -155,8 +167,7 @@ def test_linear_config_parses_at_its_pretraining_crop(path: Path, image_folder: 
 def test_knn_config_has_a_valid_grid_on_the_pretraining_data(path: Path) -> None:
     cfg = _load(path)
     pretrain = _load(SCRIPTS / "pretrain" / path.parent.name / "byol.yaml")
-    assert cfg.data.dataset == pretrain.data.dataset
-    assert cfg.data.get("fgmarks") == pretrain.data.get("fgmarks")
+    _agrees_with_pretraining(cfg, pretrain)
     ks, temperatures, distances, features = launch._knn_grid(cfg)
     assert ks and temperatures and set(distances) == {"euclidean", "cosine"}
     assert set(features) == {"backbone", "projector"}

@@ -113,7 +113,7 @@ def test_defaults_are_filled_into_the_config() -> None:
     assert cfg.method_kwargs.var_fraction == 0.25
     assert cfg.method_kwargs.combine == "union"
     assert cfg.method_kwargs.decoder_lr == 1e-3
-    assert cfg.method_kwargs.perturbation == "shuffle"
+    assert cfg.method_kwargs.perturbation == "interpolate"
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,8 @@ def test_missing_root_or_incomplete_layout_names_the_missing_path(
         if layout_file:
             (root / layout_file).write_text("1 001.Bird/a.jpg\n")
     argv = ["pretrain", "-cp", str(SCRIPTS / "pretrain" / dataset), "-cn", "byol"]
-    code, line, _ = _last_line([*argv, f"data.root={root}"], capsys)
+    on_cpu = ["accelerator=cpu", "devices=1", "precision=32"]  # the shipped configs are GPU ones
+    code, line, _ = _last_line([*argv, *on_cpu, f"data.root={root}"], capsys)
     assert code == 2
     assert line.startswith(f"solo-fgsynth pretrain: error: {expected.format(root=root)}"), line
 
