@@ -142,22 +142,25 @@ def fgmarks_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return checkpoint
 
 
-@pytest.mark.solo
-def test_knn_from_the_readme_evaluates_the_checkpoints_data_and_writes_json(
-    fgmarks_run: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = [
+def _readme_knn(run: Path, *extra: str) -> list[str]:
+    """The README's knn line on ``run``'s directory (on the CPU), with ``extra`` overrides."""
+    return [
         "knn",
         "-cp",
         "scripts/knn/fgmarks",
         "-cn",
         "knn",
-        f"pretrained_checkpoint_dir={fgmarks_run.parent}",
-        "k=[1]",
-        "temperature=[0.1]",
-        "num_workers=0",
+        f"pretrained_checkpoint_dir={run.parent}",
         "accelerator=cpu",
+        *extra,
     ]
+
+
+@pytest.mark.solo
+def test_knn_from_the_readme_evaluates_the_checkpoints_data_and_writes_json(
+    fgmarks_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _readme_knn(fgmarks_run, "k=[1]", "temperature=[0.1]", "num_workers=0")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"following {fgmarks_run.parent / 'args.json'}: took " in out
@@ -175,16 +178,7 @@ def test_knn_from_the_readme_evaluates_the_checkpoints_data_and_writes_json(
 def test_knn_refuses_a_label_set_other_than_the_checkpoints(
     fgmarks_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        "knn",
-        "-cp",
-        "scripts/knn/fgmarks",
-        "-cn",
-        "knn",
-        f"pretrained_checkpoint_dir={fgmarks_run.parent}",
-        "data.fgmarks.num_classes=24",
-        "accelerator=cpu",
-    ]
+    argv = _readme_knn(fgmarks_run, "data.fgmarks.num_classes=24")
     assert main(argv) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(
