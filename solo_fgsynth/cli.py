@@ -90,8 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     try:
         return int(_resolve(command)(rest) or 0)
-    except UserError as error:
-        return report_user_error(command, error)
+    except UserError as error:  # the one place a user's mistake is printed
+        label = (
+            f"{command} {rest[0]}" if command == "zoo" and rest[:1] != ["-h"] and rest else command
+        )
+        return report_user_error(label, error)
 
 
 if __name__ == "__main__":

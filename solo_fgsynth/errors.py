@@ -28,6 +28,11 @@ class UserError(Exception):
     """
 
     details: tuple[str, ...] = ()
+    exit_code: int = USER_ERROR_EXIT_CODE
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 class ConfigValueError(UserError, ValueError):
@@ -37,9 +42,13 @@ class ConfigValueError(UserError, ValueError):
 class LaunchError(ConfigValueError):
     """A config value the launcher cannot run with; the message names it and what is allowed."""
 
-    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.details = tuple(details)
+
+class DataError(UserError, ValueError):
+    """A dataset that cannot be used as given; the message names the file or folder and why."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data path that does not exist; the message names it and what was expected there."""
 
 
 def debug_enabled() -> bool:
@@ -54,13 +63,17 @@ def error_line(command: str, error: BaseException) -> str:
 
 
 def report_user_error(command: str, error: UserError) -> int:
-    """Print ``error`` for the user (its traceback too when debugging); return exit code 2."""
+    """Print ``error`` for the user (its traceback too when debugging); return its exit code.
+
+    The command line's one place that prints a :class:`UserError` (2, unless the error's class
+    says otherwise).
+    """
     if debug_enabled():
         traceback.print_exception(error)
     for line in error.details:
         print(line, file=sys.stderr)
     print(error_line(command, error), file=sys.stderr)
-    return USER_ERROR_EXIT_CODE
+    return error.exit_code
 
 
 def concise_user_errors(function: Callable[_P, _R]) -> Callable[_P, _R]:

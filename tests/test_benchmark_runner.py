@@ -74,6 +74,21 @@ def test_plan_gives_every_cell_the_same_overrides_and_adds_ablations() -> None:
     assert cells[-1]["config_name"] == "fgsynth_byol"
 
 
+def test_methods_can_name_single_ablation_cells_without_their_fgsynth_cell() -> None:
+    cells = plan_cells(TOY_PRESET, seeds=[0, 1], ablations=[], methods=["fgsynth_byol-random"])
+    assert [(c["cell"], c["method"], c["ablation"], c["seed"]) for c in cells] == [
+        ("fgsynth_byol-random", "fgsynth_byol", "random", 0),
+        ("fgsynth_byol-random", "fgsynth_byol", "random", 1),
+    ]
+    assert cells[0]["overrides"][-1] == "method_kwargs.criterion=random"
+    both = plan_cells(
+        TOY_PRESET, seeds=[0], ablations=["random"], methods=["fgsynth_byol", "fgsynth_byol-random"]
+    )
+    assert [c["cell"] for c in both] == ["fgsynth_byol", "fgsynth_byol-random"]  # not twice
+    with pytest.raises(UserError, match=r"or an ablation cell such as fgsynth_byol-"):
+        plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["fgsynth_byol-bogus"])
+
+
 def test_methods_narrow_the_plan_and_unknown_ones_are_rejected() -> None:
     cells = plan_cells(TOY_PRESET, seeds=[0], ablations=[], methods=["fgsynth_byol"])
     assert [c["cell"] for c in cells] == ["fgsynth_byol"]

@@ -95,7 +95,8 @@ def plan_cells(
     supervised reference's own learning rate, say); an fgsynth cell and its ablations share
     their method's. ``methods`` narrows the preset's methods (None: all of them); ablations then
     run only on the preset's ``ablation_methods`` among them, so one base's ablations need no
-    other base.
+    other base. ``methods`` may also name single ablation cells (``fgsynth_byol-random``),
+    which run without their fgsynth cell.
     The ``init`` method trains nothing: it evaluates the starting weights the overrides name
     (``backbone.init``) on the data of the preset's ``init_config`` (a method's config).
     """
@@ -110,12 +111,18 @@ def plan_cells(
     if unknown:
         raise UserError(f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}")
     chosen = preset["methods"] if methods is None else methods
-    stray = [name for name in chosen if name not in preset["methods"]]
+    ablation_cells = {
+        f"{base}-{name}": (base, name) for base in preset["ablation_methods"] for name in known
+    }
+    stray = [name for name in chosen if name not in [*preset["methods"], *ablation_cells]]
     if stray:
         raise UserError(
             f"method(s) {', '.join(stray)} not in the preset: allowed are "
-            f"{', '.join(preset['methods'])}"
+            f"{', '.join(preset['methods'])}, or an ablation cell such as "
+            f"{next(iter(ablation_cells), 'fgsynth_byol-random')}"
         )
+    single = [ablation_cells[name] for name in chosen if name in ablation_cells]
+    chosen = [name for name in chosen if name not in ablation_cells]
     per_method = preset.get("method_overrides", {})
     unknown = [name for name in per_method if not (config_path / f"{name}.yaml").is_file()]
     if unknown:
@@ -131,6 +138,9 @@ def plan_cells(
     entries = [(method, method, None, []) for method in chosen]
     for name in ablations:
         for base in bases:
+            entries.append((f"{base}-{name}", base, name, list(known[name])))
+    for base, name in single:
+        if (base, name) not in [(entry[1], entry[2]) for entry in entries]:
             entries.append((f"{base}-{name}", base, name, list(known[name])))
     cells = []
     for cell, method, ablation, extra in entries:
@@ -206,8 +216,11 @@ def environment() -> dict[str, str | None]:
     return versions
 
 
-class CellFailedError(RuntimeError):
-    """A cell's process exited with an error; the message holds its log's tail and path."""
+class CellFailedError(UserError, RuntimeError):
+    """A cell's process exited with an error: one line naming the cell and its log, the log's
+    tail as details; exit code 1 (the run failed, its input may be fine)."""
+
+    exit_code = 1
 
 
 def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
@@ -225,7 +238,8 @@ def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
         tail = log_path.read_text().splitlines()[-15:]
         raise CellFailedError(
             f"cell {spec['cell']} seed {spec['seed']} failed (exit {completed.returncode}); "
-            f"log: {log_path}\n" + "\n".join(tail)
+            f"log: {log_path}",
+            details=tail,
         )
 
 
@@ -328,7 +342,11 @@ def main(argv: list[str]) -> int:
         "preset's ablation_methods that --methods keeps",
     )
     parser.add_argument(
-        "--methods", nargs="+", default=None, help="run only these of the preset's methods"
+        "--methods",
+        nargs="+",
+        default=None,
+        help="run only these of the preset's methods, or single ablation cells such as "
+        "fgsynth_byol-random (without their fgsynth cell)",
     )
     parser.add_argument("--force", action="store_true", help="re-run finished cells")
     parser.add_argument(
@@ -348,20 +366,16 @@ def main(argv: list[str]) -> int:
         f"-{part}" for part in (args.dataset, args.checkpoint) if part not in (None, "last")
     )
     out_dir = args.out or Path("results") / f"{preset_path.stem}{suffix}"
-    try:
-        run_benchmark(
-            preset_path,
-            out_dir,
-            args.seeds,
-            args.ablations,
-            args.force,
-            args.methods,
-            args.checkpoint,
-            args.dataset,
-            args.data_root,
-        )
-    except CellFailedError as error:
-        print(f"solo-fgsynth benchmark: {error}", file=sys.stderr)
-        return 1
+    run_benchmark(
+        preset_path,
+        out_dir,
+        args.seeds,
+        args.ablations,
+        args.force,
+        args.methods,
+        args.checkpoint,
+        args.dataset,
+        args.data_root,
+    )
     print(f"results written to {out_dir}")
     return 0
