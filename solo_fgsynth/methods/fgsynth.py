@@ -24,6 +24,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from solo_fgsynth.errors import ConfigValueError
+from solo_fgsynth.methods.knobs import check_known_keys
 from solo_fgsynth.methods.pair_images import log_pair_grid
 from solo_fgsynth.synth import (
     FGSYNTH_VERSION,
@@ -61,16 +62,29 @@ def default_feature_module(backbone_name: str) -> str:
     return "layer4"
 
 
-def feature_map_module(backbone: nn.Module, path: str, backbone_name: str = "") -> nn.Module:
+def checked_feature_module(cfg: omegaconf.DictConfig) -> str:
+    """``method_kwargs.feature_module``, checked; null or unset gives the backbone's default."""
+    feature_module = cfg.method_kwargs.get("feature_module")
+    if feature_module is not None and (not isinstance(feature_module, str) or not feature_module):
+        raise ConfigValueError(
+            f"method_kwargs.feature_module={feature_module!r} is not valid: allowed is null "
+            "(the backbone's default) or a dotted module path such as 'layer4' or 'stages.3'"
+        )
+    return feature_module or default_feature_module(str(cfg.backbone.name))
+
+
+def feature_map_module(
+    backbone: nn.Module, path: str, backbone_name: str = "", method: str = "fgsynth"
+) -> nn.Module:
     """The module at dotted ``path`` whose output is the last spatial feature map ``A``.
 
-    Vision transformers (token maps, not B x C x h x w) are refused; an unknown path lists
-    the backbone's modules.
+    Vision transformers (token maps, not B x C x h x w) are refused, naming ``method``; an
+    unknown path lists the backbone's modules.
     """
     if backbone_name.startswith(TOKEN_BACKBONES):
         raise ConfigValueError(
             f"backbone {backbone_name!r} is a vision transformer (token maps, not a B x C x h x w "
-            "feature map): fgsynth does not support it yet; use a convolutional backbone "
+            f"feature map): {method} does not support it yet; use a convolutional backbone "
             "(resnet18, resnet50, wide_resnet28w2, convnext_tiny, ...)"
         )
     names = [name for name, _ in backbone.named_modules() if name and name.count(".") < 2]
@@ -84,6 +98,14 @@ def feature_map_module(backbone: nn.Module, path: str, backbone_name: str = "") 
             f"{type(backbone).__name__}{hint}; its modules are: {', '.join(names)}"
         ) from None
     return module
+
+
+def loss_scale(trainer: Any) -> float:
+    """The loss scale of the trainer's mixed precision gradient scaler now (1.0 without one)."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is None or not scaler.is_enabled():
+        return 1.0
+    return float(scaler.get_scale())
 
 
 def synthesized_pair_indexes(num_pairs: int, rank: int, device: torch.device) -> Tensor:
@@ -101,14 +123,7 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     check_choice("method_kwargs.base", base, BASES)
     allowed = set(FGSynthConfig.__dataclass_fields__) | set(ADAPTER_KEYS)
     allowed |= set(BASE_METHOD_KEYS[base])
-    for key in kwargs:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"method_kwargs.{key} is not a knob of fgsynth with base {base!r}{hint}; "
-                f"allowed are {', '.join(sorted(allowed))}"
-            )
+    check_known_keys(kwargs, allowed, f"fgsynth with base {base!r}")
     synth_values = {key: kwargs[key] for key in FGSynthConfig.__dataclass_fields__ if key in kwargs}
     try:
         config = FGSynthConfig(**synth_values)
@@ -117,13 +132,7 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     kwargs.base = base
     for key, value in config.to_dict().items():
         kwargs[key] = value
-    feature_module = kwargs.get("feature_module")
-    if feature_module is not None and (not isinstance(feature_module, str) or not feature_module):
-        raise ValueError(
-            f"method_kwargs.feature_module={feature_module!r} is not valid: allowed is null "
-            "(the backbone's default) or a dotted module path such as 'layer4' or 'stages.3'"
-        )
-    kwargs.feature_module = feature_module or default_feature_module(str(cfg.backbone.name))
+    kwargs.feature_module = checked_feature_module(cfg)
     every = kwargs.get("log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS)
     try:
         check_int_at_least("log_pairs_every_n_epochs", every, 0)
@@ -185,10 +194,7 @@ class FGSynthMixin:
 
     def _grad_scale(self) -> float:
         """The loss scale of mixed precision's gradient scaler this step (1.0 without one)."""
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # type: ignore[attr-defined]
-        if scaler is None or not scaler.is_enabled():
-            return 1.0
-        return float(scaler.get_scale())
+        return loss_scale(self.trainer)  # type: ignore[attr-defined]
 
     def base_training_step(self, X: Tensor, targets: Tensor) -> dict[str, Any]:
         """The stock forward of one large crop, with both criteria watching the backbone."""

@@ -7,7 +7,13 @@ from solo_fgsynth.synth.decoder import (
     decoder_plan,
     reconstruction_loss,
 )
-from solo_fgsynth.synth.gradcam import FeatureMapTap, gradcam_importance
+from solo_fgsynth.synth.gradcam import (
+    FeatureMapTap,
+    forward_with_feature_map,
+    gradcam_importance,
+    gradcam_map,
+    gradcam_weights,
+)
 from solo_fgsynth.synth.measure import (
     PairMeasurement,
     decoder_headroom,
@@ -47,8 +53,11 @@ __all__ = [
     "SynthOutput",
     "decoder_headroom",
     "decoder_plan",
+    "forward_with_feature_map",
     "frozen_batchnorm_statistics",
     "gradcam_importance",
+    "gradcam_map",
+    "gradcam_weights",
     "lowest_fraction_mask",
     "measure_pairs",
     "pair_diff_ratio",

@@ -1,4 +1,5 @@
-"""Grad-CAM channel importance captured from the ordinary backward pass of the SSL loss."""
+"""Grad-CAM of the SSL loss on a backbone's last feature map: channel importance captured from the
+ordinary backward pass (fgsynth), and the spatial map (LCR's target)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,73 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+
+def gradcam_weights(feature_grad: Tensor) -> Tensor:
+    """Grad-CAM channel weights ``alpha_k = mean_hw d(-L)/dA_k`` (B x C, fp32) from ``dL/dA``.
+
+    The score is the negated loss, because training increases it; fp32 whatever the input's
+    precision (fp16 overflows at grad 3000 x feature 30).
+    """
+    if feature_grad.dim() != 4:
+        raise ValueError(
+            f"feature_grad {tuple(feature_grad.shape)} is not a (B, C, h, w) feature map gradient"
+        )
+    return -feature_grad.float().mean(dim=(2, 3))
 
 
 def gradcam_importance(feature_grad: Tensor, pooled: Tensor) -> Tensor:
     """Per-sample channel contribution to the Grad-CAM of the score ``-L`` (B x C).
 
-    ``feature_grad`` is ``dL/dA`` (B x C x h x w) and ``pooled`` is ``GAP(A)`` (B x C). The
-    Grad-CAM weight of channel k is ``alpha_k = mean_hw d(-L)/dA_k``: the score is the
-    negated loss, because training increases it. A channel's importance is ``alpha_k * z_k``,
-    computed in fp32 whatever the inputs' precision (fp16 overflows at grad 3000 x feature 30).
+    ``feature_grad`` is ``dL/dA`` (B x C x h x w) and ``pooled`` is ``GAP(A)`` (B x C); a
+    channel's importance is ``alpha_k * z_k`` with the weights of :func:`gradcam_weights`.
     """
     if feature_grad.dim() != 4 or feature_grad.shape[:2] != pooled.shape:
         raise ValueError(
             f"feature_grad {tuple(feature_grad.shape)} and pooled {tuple(pooled.shape)} "
             "do not match: expected (B, C, h, w) and (B, C)"
         )
-    return -feature_grad.float().mean(dim=(2, 3)) * pooled.float()
+    return gradcam_weights(feature_grad) * pooled.float()
+
+
+def gradcam_map(feature_grad: Tensor, feature_map: Tensor) -> Tensor:
+    """The Grad-CAM map of the score ``-L``: ``ReLU(sum_k alpha_k A_k)``, B x h x w, fp32, detached.
+
+    ``feature_grad`` is ``dL/dA`` and ``feature_map`` is ``A``, both B x C x h x w; the weights
+    ``alpha`` are :func:`gradcam_weights`'.
+    """
+    if feature_grad.shape != feature_map.shape:
+        raise ValueError(
+            f"feature_grad {tuple(feature_grad.shape)} and feature_map "
+            f"{tuple(feature_map.shape)} do not match: expected both (B, C, h, w)"
+        )
+    weights = gradcam_weights(feature_grad.detach())
+    return torch.einsum("bc,bchw->bhw", weights, feature_map.detach().float()).relu()
+
+
+def forward_with_feature_map(
+    network: nn.Module, module: nn.Module, images: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``network(images)`` and the output of its submodule ``module`` (the feature map ``A``, with
+    its graph), read by a forward hook that lives for this one pass."""
+    outputs: list[Any] = []
+    handle = module.register_forward_hook(lambda _module, _inputs, output: outputs.append(output))
+    try:
+        result = network(images)
+    finally:
+        handle.remove()
+    if not outputs:
+        raise RuntimeError(f"{type(module).__name__} did not run in the forward pass")
+    feature_map = outputs[-1]
+    if not isinstance(feature_map, Tensor) or feature_map.dim() != 4:
+        raise ValueError(
+            f"the watched module {type(module).__name__} must return a B x C x h x w feature "
+            f"map, got {type(feature_map).__name__} {getattr(feature_map, 'shape', '')}"
+        )
+    return result, feature_map
 
 
 class FeatureMapTap:
