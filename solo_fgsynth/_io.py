@@ -46,19 +46,3 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, payload: Any, *, sort_keys: bool = False) -> None:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
-
-
-def read_training_recipe(args_path: Path, error: type[Exception]) -> dict[str, Any]:
-    """solo-learn's ``args.json`` (the run's full config) as a dict; problems raise ``error``."""
-    try:
-        recipe = json.loads(args_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(
-            f"training recipe not found: {args_path} (solo-learn writes args.json beside the "
-            "checkpoint; pass its location with --args)"
-        ) from None
-    except (OSError, ValueError) as problem:  # ValueError: bad JSON or bad UTF-8
-        raise error(f"cannot read training recipe {args_path}: {problem}") from None
-    if not isinstance(recipe, dict):
-        raise error(f"training recipe {args_path} must hold a JSON object")
-    return recipe

@@ -91,10 +91,10 @@ def register_methods() -> None:
         from solo.methods.base import BaseMethod
 
         from solo_fgsynth.backbones import BACKBONES
-        from solo_fgsynth.methods.fgsynth import FGSynthMethod
+        from solo_fgsynth.methods.fgsynth import fgsynth_method
         from solo_fgsynth.methods.supervised import Supervised
 
-    METHODS["fgsynth"] = FGSynthMethod
+    METHODS["fgsynth"] = fgsynth_method
     METHODS["supervised"] = Supervised
     BaseMethod._BACKBONES.update(BACKBONES)
 

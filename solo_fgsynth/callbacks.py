@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.errors import LaunchError
 from solo_fgsynth.metrics import retrieval_metrics
+from solo_fgsynth.validation import check_choice, check_int, check_number
 
 SELECTIONS = {
     "train_holdout": "held-out part of the training split",
@@ -82,12 +83,9 @@ class BestRetrievalCheckpoint(Callback):
         selection: str = "train_holdout",
         dirpath: str | Path | None = None,
     ) -> None:
-        if metric not in METRICS:
-            raise ValueError(f"metric={metric!r} is not valid: use one of {', '.join(METRICS)}")
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection={selection!r} is not valid: use {' or '.join(SELECTIONS)}")
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs={every_n_epochs} is not valid: use an integer >= 1")
+        check_choice("best_checkpoint.metric", metric, METRICS)
+        check_choice("best_checkpoint.selection", selection, SELECTIONS)
+        check_int("best_checkpoint.every_n_epochs", every_n_epochs, 1)
         self.loader = loader
         self.every_n_epochs = every_n_epochs
         self.metric = metric
@@ -163,13 +161,6 @@ class BestRetrievalCheckpoint(Callback):
         self.best_epoch = state_dict["best_epoch"]
 
 
-def _setting(node: DictConfig, key: str, default: Any, valid: Callable[[Any], bool], allowed: str):
-    value = node.get(key, default)
-    if not valid(value):
-        raise LaunchError(f"best_checkpoint.{key}={value!r} is not valid: use {allowed}")
-    return value
-
-
 def best_checkpoint_from_cfg(
     cfg: DictConfig,
     train_dataset: Dataset,
@@ -185,15 +176,19 @@ def best_checkpoint_from_cfg(
     node = cfg.get("best_checkpoint") or {}
     if not node.get("enabled", False):
         return train_dataset, []
-    every = _setting(node, "every_n_epochs", 1, lambda v: isinstance(v, int) and v >= 1, "1, 2 ...")
-    metric = _setting(node, "metric", "retrieval_map", METRICS.__contains__, ", ".join(METRICS))
-    selection = _setting(
-        node, "selection", "train_holdout", SELECTIONS.__contains__, " or ".join(SELECTIONS)
+    key = "best_checkpoint."
+    every = check_int(f"{key}every_n_epochs", node.get("every_n_epochs", 1), 1)
+    metric = check_choice(f"{key}metric", node.get("metric", "retrieval_map"), METRICS)
+    selection = check_choice(f"{key}selection", node.get("selection", "train_holdout"), SELECTIONS)
+    fraction = check_number(
+        f"{key}holdout_fraction",
+        node.get("holdout_fraction", 0.1),
+        0,
+        1,
+        low_open=True,
+        high_open=True,
     )
-    fraction = _setting(
-        node, "holdout_fraction", 0.1, lambda v: isinstance(v, float) and 0 < v < 1, "0 < f < 1"
-    )
-    seed = _setting(node, "holdout_seed", 0, lambda v: isinstance(v, int), "an integer")
+    seed = check_int(f"{key}holdout_seed", node.get("holdout_seed", 0))
     if not cfg.checkpoint.enabled:
         raise LaunchError(
             "best_checkpoint.enabled=True needs checkpoint.enabled=True "

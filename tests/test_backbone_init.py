@@ -22,6 +22,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from solo_fgsynth.backbones.init import BackboneInitError, init_backbone
+from solo_fgsynth.checkpoints import CheckpointError
 from solo_fgsynth.zoo import manifest as zoo_manifest
 
 
@@ -136,7 +137,7 @@ def test_unusable_specs_name_the_spec(tmp_path: Path) -> None:
         init_backbone(Tiny(), "imagenet")
     garbage = tmp_path / "garbage.pth"
     garbage.write_text("not a tensor file")
-    with pytest.raises(BackboneInitError, match="cannot read"):
+    with pytest.raises(CheckpointError, match=r"backbone.init='.*garbage.pth' is not a readable"):
         init_backbone(Tiny(), str(garbage))
 
 
@@ -254,6 +255,9 @@ def test_zoo_entry_loads_its_verified_file(
         "backbone": {"library": "torchvision", "arch": "resnet18"},
         "dataset": "fgmarks",
         "crop_size": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "head": [],
         "metrics": {},
         "size_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),

@@ -151,7 +151,9 @@ def test_logged_metrics_equal_retrieval_of_the_frozen_backbone(tmp_path: Path) -
 
 def test_bad_settings_are_named() -> None:
     loader = DataLoader(_CountingDataset())
-    with pytest.raises(ValueError, match=r"selection='val' is not valid: use train_holdout or"):
+    with pytest.raises(
+        ValueError, match=r"selection='val' is not supported: allowed are train_holdout, "
+    ):
         BestRetrievalCheckpoint(loader, selection="val")
     with pytest.raises(ValueError, match="every_n_epochs=0"):
         BestRetrievalCheckpoint(loader, every_n_epochs=0)

@@ -18,6 +18,7 @@ DATASETS = ("fgmarks", "cub200", "cars", "aircraft", "custom")
 METHOD_CONFIGS = ("byol", "simclr", "fgsynth_byol", "fgsynth_simclr")
 FGVR = ("cub200", "cars", "aircraft")
 MOCO_CONFIGS = ("mocov2plus", "fgsynth_mocov2plus")
+PEERS = ("lcr", "directpred", "ssole")  # the registered peer methods, all three on fgmarks
 PRETRAIN = sorted(SCRIPTS.glob("pretrain/*/*.yaml"))
 LINEAR = sorted(SCRIPTS.glob("linear/*/*.yaml"))
 KNN = sorted(SCRIPTS.glob("knn/*/*.yaml"))
@@ -78,6 +79,8 @@ def test_every_dataset_ships_every_config() -> None:
     expected |= {  # LCR's base method, stock and with fgsynth
         SCRIPTS / "pretrain" / d / f"{m}.yaml" for d in FGVR for m in MOCO_CONFIGS
     }
+    expected |= {SCRIPTS / "pretrain" / "fgmarks" / f"{m}.yaml" for m in PEERS}
+    expected |= {SCRIPTS / "pretrain" / d / "lcr.yaml" for d in FGVR}  # on LCR's own recipe
     assert set(PRETRAIN) == expected
 
 
@@ -106,8 +109,8 @@ def test_fgsynth_config_differs_from_its_stock_twin_only_in_method_keys(
     stock = OmegaConf.to_container(_load(directory / f"{base}.yaml"))
     fgsynth = OmegaConf.to_container(_load(directory / f"fgsynth_{base}.yaml"))
     assert fgsynth.pop("method") == "fgsynth" and stock.pop("method") == base
-    assert fgsynth.pop("name") == f"fgsynth_{base}-{dataset}"
-    assert stock.pop("name") == f"{base}-{dataset}"
+    assert fgsynth.pop("name") == f"fgsynth_{base}-${{data.dataset}}"
+    assert stock.pop("name") == f"{base}-${{data.dataset}}"
     fg_kwargs, stock_kwargs = fgsynth.pop("method_kwargs"), stock.pop("method_kwargs")
     assert fg_kwargs["base"] == base
     assert {key: fg_kwargs[key] for key in stock_kwargs} == stock_kwargs
@@ -133,7 +136,8 @@ def test_all_methods_of_a_dataset_share_the_budget(dataset: str) -> None:
         )
 
     methods = list(METHOD_CONFIGS)
-    for extra in ("supcon", *MOCO_CONFIGS):
+    peers = PEERS if dataset == "fgmarks" else ()  # the FGVR lcr follows LCR's schedule
+    for extra in ("supcon", *MOCO_CONFIGS, *peers):
         if (SCRIPTS / "pretrain" / dataset / f"{extra}.yaml").is_file():
             methods.append(extra)
     budgets = {method: budget(method) for method in methods}
@@ -175,7 +179,7 @@ def test_knn_config_has_a_valid_grid_on_the_pretraining_data(path: Path) -> None
 
 @pytest.mark.parametrize("dataset", FGVR)
 def test_real_fgvr_configs_follow_the_lcr_protocol(dataset: str) -> None:
-    for method in (*METHOD_CONFIGS, *MOCO_CONFIGS):
+    for method in (*METHOD_CONFIGS, *MOCO_CONFIGS, "lcr"):
         cfg = _load(SCRIPTS / "pretrain" / dataset / f"{method}.yaml")
         assert OmegaConf.is_missing(cfg.data, "root")
         assert cfg.backbone.name == "resnet50" and cfg.max_epochs == 100
@@ -193,3 +197,30 @@ def test_real_fgvr_configs_follow_the_lcr_protocol(dataset: str) -> None:
     assert (linear.max_epochs, linear.optimizer.name, linear.optimizer.lr) == (100, "sgd", 30.0)
     assert linear.optimizer.batch_size == 256 and list(linear.scheduler.lr_decay_steps) == [60, 80]
     assert linear.backbone.init is None
+
+
+@pytest.mark.parametrize("dataset", FGVR)
+def test_fgvr_lcr_config_is_lcrs_moco_v2_recipe(dataset: str) -> None:
+    """GANPerf/LCR's main_moco.py: lr 0.03 at batch 128 (solo-learn scales by batch / 256),
+    SGD momentum 0.9, cosine without warm-up, K 65536, m 0.999, T 0.2, --nu 0.01, MoCo v2's
+    jitter; the rest is the folder's mocov2plus."""
+    cfg = _load(SCRIPTS / "pretrain" / dataset / "lcr.yaml")
+    moco = _load(SCRIPTS / "pretrain" / dataset / "mocov2plus.yaml")
+    assert cfg.method == "lcr" and cfg.optimizer.name == "sgd"
+    assert cfg.optimizer.lr * cfg.optimizer.batch_size / 256 == pytest.approx(0.03)
+    assert cfg.optimizer.kwargs.momentum == 0.9 and cfg.optimizer.weight_decay == 1e-4
+    assert (cfg.scheduler.name, cfg.scheduler.warmup_epochs) == ("warmup_cosine", 0)
+    kwargs = cfg.method_kwargs
+    assert (kwargs.queue_size, kwargs.temperature, kwargs.kl_weight) == (65536, 0.2, 0.01)
+    assert (kwargs.proj_hidden_dim, kwargs.proj_output_dim) == (2048, 256)
+    assert (cfg.momentum.base_tau, cfg.momentum.final_tau) == (0.999, 0.999)
+    for view in cfg.augmentations:
+        jitter = view.color_jitter
+        assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == (
+            0.4,
+            0.4,
+            0.4,
+            0.1,
+        )
+    for key in ("max_epochs", "data", "backbone", "best_checkpoint", "precision", "strategy"):
+        assert cfg[key] == moco[key], key

@@ -105,19 +105,56 @@ def test_detail_table_is_a_balanced_injective_class_definition() -> None:
 @pytest.mark.parametrize(
     ("knobs", "message"),
     [
-        ({"num_classes": 55}, r"num_classes must be an integer in \[2, 54\], got 55"),
-        ({"num_classes": 1}, r"num_classes must be an integer in \[2, 54\], got 1"),
-        ({"num_classes": True}, r"num_classes must be an integer in \[2, 54\], got True"),
-        ({"image_size": 31}, r"image_size must be an integer in \[32, 96\], got 31"),
-        ({"image_size": 64.0}, r"image_size must be an integer in \[32, 96\], got 64.0"),
-        ({"image_size": 97}, r"image_size must be an integer in \[32, 96\], got 97"),
-        ({"detail_size": 0.05}, r"detail_size must be a number in \[0.1, 0.3\], got 0.05"),
-        ({"detail_size": "big"}, r"detail_size must be a number in \[0.1, 0.3\], got 'big'"),
-        ({"nuisance": 1.5}, r"nuisance must be a number in \[0.0, 1.0\], got 1.5"),
-        ({"nuisance": -0.1}, r"nuisance must be a number in \[0.0, 1.0\], got -0.1"),
-        ({"train_per_class": 0}, r"train_per_class must be an integer >= 1, got 0"),
-        ({"val_per_class": 0}, r"val_per_class must be an integer >= 1, got 0"),
-        ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+        (
+            {"num_classes": 55},
+            r"data\.fgmarks\.num_classes=55 is out of range: allowed is an integer in \[2, 54\]",
+        ),
+        (
+            {"num_classes": 1},
+            r"data\.fgmarks\.num_classes=1 is out of range: allowed is an integer in \[2, 54\]",
+        ),
+        (
+            {"num_classes": True},
+            r"data\.fgmarks\.num_classes=True is out of range: allowed is an integer in \[2, 54\]",
+        ),
+        (
+            {"image_size": 31},
+            r"data\.fgmarks\.image_size=31 is out of range: allowed is an integer in \[32, 96\]",
+        ),
+        (
+            {"image_size": 64.0},
+            r"data\.fgmarks\.image_size=64.0 is out of range: allowed is an integer in \[32, 96\]",
+        ),
+        (
+            {"image_size": 97},
+            r"data\.fgmarks\.image_size=97 is out of range: allowed is an integer in \[32, 96\]",
+        ),
+        (
+            {"detail_size": 0.05},
+            r"data\.fgmarks\.detail_size=0.05 is out of range: allowed is a number in \[0.1, 0.3\]",
+        ),
+        (
+            {"detail_size": "big"},
+            r"data\.fgmarks\.detail_size='big' is out of range: allowed is a number in "
+            r"\[0.1, 0.3\]",
+        ),
+        (
+            {"nuisance": 1.5},
+            r"data\.fgmarks\.nuisance=1.5 is out of range: allowed is a number in \[0, 1\]",
+        ),
+        (
+            {"nuisance": -0.1},
+            r"data\.fgmarks\.nuisance=-0.1 is out of range: allowed is a number in \[0, 1\]",
+        ),
+        (
+            {"train_per_class": 0},
+            r"data\.fgmarks\.train_per_class=0 is out of range: allowed is an integer >= 1",
+        ),
+        (
+            {"val_per_class": 0},
+            r"data\.fgmarks\.val_per_class=0 is out of range: allowed is an integer >= 1",
+        ),
+        ({"seed": -1}, r"data\.fgmarks\.seed=-1 is out of range: allowed is an integer >= 0"),
     ],
 )
 def test_config_validation_names_the_bad_value(knobs: dict, message: str) -> None:
@@ -128,9 +165,14 @@ def test_config_validation_names_the_bad_value(knobs: dict, message: str) -> Non
 def test_from_mapping_rejects_unknown_knobs_and_bad_splits() -> None:
     assert FGMarksConfig.from_mapping({"num_classes": 8}).num_classes == 8
     assert FGMarksConfig.from_mapping(None) == FGMarksConfig()
-    with pytest.raises(ValueError, match=r"unknown fgmarks option\(s\) \['classes'\]; allowed"):
+    with pytest.raises(
+        ValueError, match=r"unknown data\.fgmarks option\(s\) \['classes'\]; allowed"
+    ):
         FGMarksConfig.from_mapping({"classes": 8})
-    with pytest.raises(ValueError, match=r"split must be one of \('train', 'val'\), got 'test'"):
+    with pytest.raises(
+        ValueError,
+        match=r"split='test' is not supported: allowed are train, val",
+    ):
         generate(TINY, "test")
 
 
@@ -306,7 +348,10 @@ def test_prepare_data_cfg_leaves_other_datasets_alone(tmp_path: Path) -> None:
 
 def test_prepare_data_cfg_reports_bad_fgmarks_knobs(tmp_path: Path) -> None:
     node = OmegaConf.create({"dataset": "fgmarks", "fgmarks": {"image_size": 16}})
-    with pytest.raises(ValueError, match=r"image_size must be an integer in \[32, 96\], got 16"):
+    with pytest.raises(
+        ValueError,
+        match=r"data\.fgmarks\.image_size=16 is out of range: allowed is an integer in \[32, 96\]",
+    ):
         prepare_data_cfg(node, tmp_path)
     assert node.dataset == "fgmarks"
 

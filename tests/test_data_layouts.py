@@ -230,9 +230,13 @@ def test_verify_images_lists_every_bad_path(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImagesError, match=r"3 unreadable image\(s\)") as error:
         verify_images([good, truncated, garbage, missing], progress=False)
     assert error.value.paths == [truncated, garbage, missing]
+    assert str(truncated) in str(error.value)  # the one line names the first and the fix
+    assert "++data.skip_unreadable=true" in str(error.value)
+    listed = "\n".join(error.value.details)  # printed above it, one bad path a line
+    assert len(error.value.details) == 3
     for path in (truncated, garbage, missing):
-        assert str(path) in str(error.value)
-    assert str(good) not in str(error.value)
+        assert str(path) in listed
+    assert str(good) not in listed + str(error.value)
 
 
 def test_corrupt_image_stops_the_build_before_any_tree_is_trusted(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from solo_fgsynth.data.fgmarks import FGMarksConfig, sample_scenes
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.diagnose import write_diagnosis
 from solo_fgsynth.diagnose.analysis import Diagnosis, criterion_selections, diagnose, lowest
 from solo_fgsynth.diagnose.factors import (
@@ -117,7 +118,7 @@ def test_diagnose_runs_on_a_backbone_and_writes_table_json_and_figure(tmp_path: 
         "importance": torch.linspace(-1, 1, 8),
         "importance_magnitude": torch.linspace(1, 2, 8),
     }
-    diagnosis = diagnose(backbone, config, 32, tracked=tracked)
+    diagnosis = diagnose(backbone, config, EvalView(32), tracked=tracked)
     assert set(diagnosis.selections) == {
         "variance",
         "gradcam (signed)",
@@ -131,7 +132,7 @@ def test_diagnose_runs_on_a_backbone_and_writes_table_json_and_figure(tmp_path: 
     assert saved["rows"][0]["criterion"] == "all dims (= random)" and saved["rows"][0]["dims"] == 8
     assert "| variance | 2 |" in (tmp_path / "diagnosis.md").read_text()
     assert (tmp_path / "diagnosis.png").stat().st_size > 0
-    stock = diagnose(backbone, config, 32)
+    stock = diagnose(backbone, config, EvalView(32))
     assert list(stock.selections) == ["variance (val features)"]
 
 

@@ -121,7 +121,7 @@ def test_fgvr_preset_runs_every_method_from_a_local_init_and_quotes_the_publishe
 
 def test_fgvr_preset_needs_a_known_dataset_and_its_root() -> None:
     preset = yaml.safe_load(PRESET.read_text())
-    with pytest.raises(UserError, match=r"--dataset 'inat' is not valid: use one of cub200"):
+    with pytest.raises(UserError, match=r"--dataset='inat' is not supported: allowed are cub200"):
         for_dataset(preset, "inat", "/data")
     with pytest.raises(UserError, match="--data-root is required"):
         for_dataset(preset, "cars", None)

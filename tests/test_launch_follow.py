@@ -104,7 +104,10 @@ def test_other_data_is_refused_unless_allowed(
 
 def test_an_unreadable_allow_flag_is_refused(tmp_path: Path) -> None:
     cfg = OmegaConf.create({"eval": {"allow_other_data": "yes"}})
-    with pytest.raises(LaunchError, match=r"^eval\.allow_other_data='yes' is not valid"):
+    with pytest.raises(
+        LaunchError,
+        match=r"^eval\.allow_other_data='yes' is not supported: allowed is true or false",
+    ):
         follow_recipe(cfg, _recipe(tmp_path))
 
 
@@ -224,3 +227,26 @@ def test_linear_without_args_json_or_backbone_name_says_what_to_set(tmp_path: Pa
     cfg = load_config("scripts/linear/fgmarks", "linear", [f"pretrained_feature_extractor={bare}"])
     with pytest.raises(LaunchError, match=r"^backbone\.name is not set and .* has no args\.json"):
         run_linear(cfg)
+
+
+@pytest.mark.parametrize("folder", ["fgmarks", "custom"])
+def test_a_run_is_named_after_the_dataset_the_user_chose_not_custom(
+    folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_image_folder
+) -> None:
+    from solo_fgsynth.launch.config import _prepare_data
+
+    monkeypatch.setenv("SOLO_FGSYNTH_DATA_DIR", str(tmp_path / "cache"))
+    if folder == "fgmarks":
+        overrides = [
+            "++data.fgmarks.num_classes=2",
+            "++data.fgmarks.image_size=32",
+            "++data.fgmarks.train_per_class=2",
+            "++data.fgmarks.val_per_class=2",
+        ]
+    else:
+        images = make_image_folder(2)
+        overrides = [f"data.train_path={images}", f"data.val_path={images}"]
+    cfg = load_config(SCRIPTS / "pretrain" / folder, "byol", overrides)
+    _prepare_data(cfg)
+    assert cfg.data.dataset == "custom"
+    assert cfg.name == f"byol-{folder}"

@@ -106,10 +106,10 @@ def test_fgsynth_is_registered_and_builds_the_requested_base() -> None:
 
 
 def test_defaults_are_filled_into_the_config() -> None:
-    from solo_fgsynth.methods.fgsynth import FGSynthMethod
+    from solo_fgsynth.methods.fgsynth import fgsynth_method
 
     cfg = make_cfg("byol")
-    cfg = FGSynthMethod.add_and_assert_specific_cfg(cfg)
+    cfg = fgsynth_method.add_and_assert_specific_cfg(cfg)
     assert cfg.method_kwargs.var_fraction == 0.25
     assert cfg.method_kwargs.combine == "union"
     assert cfg.method_kwargs.decoder_lr == 1e-3
@@ -179,11 +179,11 @@ def test_an_unknown_feature_module_lists_the_backbone_modules() -> None:
 def test_default_feature_module_of_other_convolutional_backbones(
     backbone: str, path: str, dims: int
 ) -> None:
-    from solo_fgsynth.methods.fgsynth import FGSynthMethod
+    from solo_fgsynth.methods.fgsynth import fgsynth_method
 
     cfg = make_cfg("simclr")
     cfg.backbone.name = backbone
-    cfg = FGSynthMethod.add_and_assert_specific_cfg(cfg)
+    cfg = fgsynth_method.add_and_assert_specific_cfg(cfg)
     assert cfg.method_kwargs.feature_module == path
     model = build(cfg)
     assert model.knobs["feature_module"] == path
@@ -507,9 +507,9 @@ def test_a_non_finite_loss_stops_training_naming_step_and_term_and_keeps_checkpo
 def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_handled(
     tmp_path: Path,
 ) -> None:
-    from solo_fgsynth.methods.fgsynth import FGSynthMethod
+    from solo_fgsynth.methods.fgsynth import fgsynth_method
 
-    cfg = FGSynthMethod.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
+    cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
     assert cfg.method_kwargs.fgsynth_version == 3  # in the config, hence in args.json
     trainer = make_trainer(1, max_steps=1)
     trainer.fit(build(cfg), loader())
@@ -534,7 +534,7 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
         if not name.endswith("importance_magnitude")
     }
     torch.save(old, tmp_path / "v2.ckpt")
-    loaded = FGSynthMethod.load_from_checkpoint(str(tmp_path / "v2.ckpt"), cfg=cfg)
+    loaded = fgsynth_method.load_from_checkpoint(str(tmp_path / "v2.ckpt"), cfg=cfg)
     for name, tensor in loaded.state_dict().items():
         if "statistics.importance" not in name:
             assert torch.equal(tensor, checkpoint["state_dict"][name]), name
@@ -544,8 +544,10 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
 
     newer = dict(checkpoint, fgsynth={"version": 4, "knobs": knobs})
     torch.save(newer, tmp_path / "v4.ckpt")
-    with pytest.raises(RuntimeError, match=r"written by fgsynth version 4.*upgrade"):
-        FGSynthMethod.load_from_checkpoint(str(tmp_path / "v4.ckpt"), cfg=cfg)
+    from solo_fgsynth.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"written by fgsynth version 4.*upgrade"):
+        fgsynth_method.load_from_checkpoint(str(tmp_path / "v4.ckpt"), cfg=cfg)
 
 
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:

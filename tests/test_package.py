@@ -47,7 +47,7 @@ REGISTERED = (
         "assert 'solo' not in sys.modules and 'lightning' not in sys.modules\n",
         "import solo\nimport solo_fgsynth\n",
         # solo-learn first imported from inside a method's module, as a checkpoint load does.
-        "from solo_fgsynth.methods.fgsynth import FGSynthMethod\n",
+        "from solo_fgsynth.methods.fgsynth import fgsynth_method\n",
         "from solo_fgsynth.methods.supervised import Supervised\n",
     ],
     ids=["package-then-solo", "solo-then-package", "fgsynth-module", "supervised-module"],
@@ -55,4 +55,4 @@ REGISTERED = (
 def test_importing_the_package_registers_the_methods_and_backbones(first_imports: str) -> None:
     result = _python("import sys\n" + first_imports + REGISTERED)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "FGSynthMethod Supervised True"
+    assert result.stdout.strip() == "fgsynth Supervised True"

@@ -209,17 +209,27 @@ def test_partners_are_never_the_row_itself_and_uniform_over_the_others() -> None
         ({"perturbation": "blur"}, r"perturbation='blur' is not supported"),
         (
             {"perturbation": "noise", "strength": 0.0},
-            r"strength=0\.0 is out of range for perturbation 'noise'",
+            r"strength=0\.0 is out of range: allowed is a finite number > 0 "
+            r"\(for perturbation 'noise'",
         ),
         ({"decoder_lr": 0}, r"decoder_lr=0 is out of range: allowed is a finite number > 0"),
         ({"decoder_warmup_steps": -1}, r"decoder_warmup_steps=-1 is out of range"),
-        ({"perturbation": "shuffle", "strength": 1.5}, r"allowed is \(0, 1\]"),
+        (
+            {"perturbation": "shuffle", "strength": 1.5},
+            r"allowed is a number in \(0, 1\] \(for perturbation 'shuffle': the weight",
+        ),
         ({"alpha": -1.0}, r"alpha=-1\.0 is out of range"),
-        ({"ema_momentum": 1.0}, r"ema_momentum=1\.0 is out of range: allowed is \[0, 1\)"),
+        (
+            {"ema_momentum": 1.0},
+            r"ema_momentum=1\.0 is out of range: allowed is a number in \[0, 1\)",
+        ),
         ({"synth_start_epoch": -1}, r"synth_start_epoch=-1 is out of range"),
         ({"decoder_width": 4}, r"decoder_width=4 is out of range: allowed is an integer >= 8"),
-        ({"synth_grad_to_decoder": "yes"}, r"synth_grad_to_decoder='yes' is not a boolean"),
-        ({"recon_to_encoder": 1}, r"recon_to_encoder=1 is not a boolean"),
+        (
+            {"synth_grad_to_decoder": "yes"},
+            r"synth_grad_to_decoder='yes' is not supported: allowed is true or false",
+        ),
+        ({"recon_to_encoder": 1}, r"recon_to_encoder=1 is not supported: allowed is true or false"),
         (
             {"cam_ranking": "abs"},
             r"cam_ranking='abs' is not supported: allowed are magnitude, signed, positive",

@@ -19,6 +19,7 @@ import solo_fgsynth
 from solo_fgsynth.cli import main
 from solo_fgsynth.data import check_custom_images, layouts, prepare_layout
 from solo_fgsynth.data.checked_folder import checked_image_folder
+from solo_fgsynth.errors import UserError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 PACKAGE_ROOT = Path(solo_fgsynth.__file__).resolve().parents[1]
@@ -70,12 +71,12 @@ def _custom(config: str, data: dict[str, Path], *extra: str) -> list[str]:
     [
         (
             ["method_kwargs.var_fraction=1.5"],
-            "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fraction=1.5 is out "
+            "solo-fgsynth pretrain: error: method_kwargs.var_fraction=1.5 is out "
             "of range: allowed is a number in [0, 1]",
         ),
         (
             ["+method_kwargs.var_fractoin=0.3"],
-            "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fractoin is not a "
+            "solo-fgsynth pretrain: error: method_kwargs.var_fractoin is not a "
             "knob of fgsynth with base 'byol' (did you mean 'var_fraction'?); allowed are ",
         ),
         (
@@ -286,7 +287,7 @@ def test_knn_refuses_a_corrupt_checkpoint(
             "pretrain",
             "fgsynth_byol",
             ["accelerator=cpu", "devices=1", "precision=32", "method_kwargs.var_fraction=1.5"],
-            "solo-fgsynth pretrain: error: invalid config: method_kwargs.var_fraction=1.5 is out "
+            "solo-fgsynth pretrain: error: method_kwargs.var_fraction=1.5 is out "
             "of range: allowed is a number in [0, 1]",
         ),
         (
@@ -389,6 +390,36 @@ def test_a_bad_fgsynth_knob_is_reported_before_any_data_is_generated(
     ]
     code, line, err = _last_line(argv, capsys)
     assert code == 2
-    assert line.startswith("solo-fgsynth pretrain: error: invalid config: method_kwargs.strength")
+    assert line.startswith("solo-fgsynth pretrain: error: method_kwargs.strength")
     assert err.strip() == line  # no progress bar of data generation before it
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.solo
+def test_a_bug_in_a_method_constructor_stays_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from solo.methods.byol import BYOL
+
+    from solo_fgsynth.launch import load_config, run_pretrain
+
+    def broken(self: BYOL, cfg: object) -> None:
+        raise ValueError("an internal bug, not a config value")
+
+    monkeypatch.setattr(BYOL, "__init__", broken)
+    cfg = load_config(
+        SCRIPTS / "pretrain" / "custom",
+        "byol",
+        [
+            "data.dataset=cifar10",
+            f"data.train_path={tmp_path / 'none'}",
+            f"data.val_path={tmp_path / 'none'}",
+            f"checkpoint.dir={tmp_path / 'runs'}",
+            "accelerator=cpu",
+            "devices=1",
+            "precision=32",
+        ],
+    )
+    with pytest.raises(ValueError, match="an internal bug") as error:
+        run_pretrain(cfg)
+    assert not isinstance(error.value, UserError)

@@ -14,11 +14,13 @@ import pytest
 import safetensors.torch
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
 from solo_fgsynth import zoo
+from solo_fgsynth.checkpoints import CheckpointError
+from solo_fgsynth.cli import main as solo_fgsynth_main
 from solo_fgsynth.errors import DEBUG_ENV
-from solo_fgsynth.zoo.cli import main as zoo_main
 from solo_fgsynth.zoo.export import REPO_ZOO_DIR
 from solo_fgsynth.zoo.manifest import DEFAULT_MANIFEST, BackboneSpec, Manifest
 
@@ -34,6 +36,11 @@ RECIPE = {
     "max_epochs": 2,
     "wandb_run_id": None,
 }
+
+
+def zoo_main(argv: list[str]) -> int:
+    """``solo-fgsynth zoo ARGV``, as the command line runs it (errors printed, exit code)."""
+    return solo_fgsynth_main(["zoo", *argv])
 
 
 def _solo_resnet18(cifar: bool = True) -> nn.Module:
@@ -86,6 +93,9 @@ def _publish_file(
         "backbone": spec.to_dict(),
         "dataset": "fgmarks",
         "crop_size": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "head": [],
         "metrics": {},
         "size_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -207,6 +217,8 @@ def test_export_records_file_hash_recipe_and_card(
         32,
     )
     assert entry.backbone == BackboneSpec("torchvision", "resnet18", cifar_stem=True)
+    # the recipe names no normalisation: solo-learn's default, ImageNet's; no head in the file
+    assert (entry.mean, entry.std, entry.head) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), ())
     assert entry.metrics == {"linear_top1": 61.25, "knn_top1": 55.5, "retrieval_map": 30.125}
     assert entry.urls == ("weights/fgsynth-byol-resnet18-fgmarks.safetensors",)
     assert result.card_path.read_text() == zoo.render_card(entry)
@@ -344,7 +356,7 @@ def test_export_refuses_bad_input(tmp_path: Path) -> None:
     backbone = _solo_resnet18()
     ckpt = _write_checkpoint(tmp_path / "run", backbone)
     (tmp_path / "run" / "args.json").unlink()
-    with pytest.raises(zoo.ZooError, match=r"training recipe not found.*--args"):
+    with pytest.raises(CheckpointError, match=r"training recipe not found.*--args"):
         zoo.export_checkpoint(ckpt, name=NAME, manifest=manifest)
 
     vit = dict(RECIPE, backbone={"name": "vit_small", "kwargs": {}})
@@ -355,7 +367,7 @@ def test_export_refuses_bad_input(tmp_path: Path) -> None:
     not_solo = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {"encoder.weight": torch.zeros(2)}}, not_solo)
     (tmp_path / "args.json").write_text(json.dumps(RECIPE))
-    with pytest.raises(zoo.ZooError, match=r"no 'backbone\.\*' weights.*encoder\.weight"):
+    with pytest.raises(CheckpointError, match=r"no 'backbone\.\*' weights.*encoder\.weight"):
         zoo.export_checkpoint(not_solo, name=NAME, manifest=manifest)
 
     ckpt = _write_checkpoint(tmp_path / "ok", backbone)
@@ -441,6 +453,9 @@ def test_real_solo_byol_checkpoint_round_trip(tmp_path: Path) -> None:
         "equalization": {"prob": 0.0},
         "horizontal_flip": {"prob": 0.5},
         "crop_size": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "head": [],
         "num_crops": 1,
     }
     cfg = OmegaConf.create(
@@ -536,3 +551,40 @@ def test_an_unknown_plugin_backbone_is_named_with_the_known_ones(tmp_path: Path)
     manifest = _publish_file(tmp_path, {"w": torch.zeros(1)}, spec)
     with pytest.raises(zoo.ZooError, match="'resnet99_small' is unknown; known: resnet10_small"):
         zoo.load(NAME, manifest=manifest, pretrained=False)
+
+
+def test_an_entry_records_its_normalisation_and_eval_transform_uses_it(tmp_path: Path) -> None:
+    spec = BackboneSpec("torchvision", "resnet18")
+    manifest = _publish_file(tmp_path, torchvision.models.resnet18().state_dict(), spec)
+    data = json.loads(manifest.read_text())
+    data["entries"][0]["mean"] = [0.5, 0.25, 0.0]
+    data["entries"][0]["std"] = [0.5, 0.5, 2.0]
+    manifest.write_text(json.dumps(data))
+    transform = zoo.eval_transform(NAME, manifest=manifest)
+    normalize = transform.transforms[-1]
+    assert (list(normalize.mean), list(normalize.std)) == ([0.5, 0.25, 0.0], [0.5, 0.5, 2.0])
+    image = transform(Image.new("RGB", (50, 40), (255, 0, 255)))
+    assert image.shape == (3, 32, 32)
+    assert torch.allclose(image[:, 0, 0], torch.tensor([1.0, -0.5, 0.5]))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mean", None, r"field 'mean' must be a list of 3 numbers, got None"),
+        ("mean", [0.5, 0.5], r"field 'mean' must be a list of 3 numbers"),
+        ("std", [0.2, 0.0, 0.2], r"field 'std' item=0\.0 is out of range: allowed is a finite "),
+        ("mean", [0.5, "x", 0.5], r"field 'mean' item='x' is out of range"),
+        ("head", "fc.", r"field 'head' must be a list of key prefixes \(empty: no head\)"),
+    ],
+)
+def test_an_entry_without_valid_preprocessing_is_refused(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    spec = BackboneSpec("torchvision", "resnet18")
+    manifest = _publish_file(tmp_path, torchvision.models.resnet18().state_dict(), spec)
+    data = json.loads(manifest.read_text())
+    data["entries"][0][field] = value
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(zoo.ManifestError, match=message):
+        Manifest.load(manifest)

@@ -21,13 +21,18 @@ import torch
 import torchvision
 
 from solo_fgsynth import zoo
-from solo_fgsynth.zoo.cli import main as zoo_main
+from solo_fgsynth.cli import main as solo_fgsynth_main
 from solo_fgsynth.zoo.manifest import PACKAGED_WEIGHTS_DIR, BackboneSpec
 from solo_fgsynth.zoo.weights import serialize_backbone
 
 NAME = "fgsynth-byol-resnet18-fgmarks"
 PAYLOAD = bytes(range(256)) * 256  # 64 KiB, not HTML, not a valid weights file: fetch only
 HTML = b"<!DOCTYPE html><html><body><h1>Sign in to continue</h1></body></html>"
+
+
+def zoo_main(argv: list[str]) -> int:
+    """``solo-fgsynth zoo ARGV``, as the command line runs it (errors printed, exit code)."""
+    return solo_fgsynth_main(["zoo", *argv])
 
 
 @dataclass
@@ -106,6 +111,9 @@ def _write_manifest(
         "backbone": spec.to_dict(),
         "dataset": "fgmarks",
         "crop_size": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "head": [],
         "metrics": {"linear_top1": 50.0},
         "size_bytes": len(payload),
         "sha256": sha256 or hashlib.sha256(payload).hexdigest(),

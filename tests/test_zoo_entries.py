@@ -10,6 +10,7 @@ import torch
 from solo_fgsynth import zoo
 from solo_fgsynth.benchmark.cell import extract
 from solo_fgsynth.data import FGMarksConfig, materialize
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.metrics import knn_top1
 
 ENTRIES = zoo.Manifest.load().entries
@@ -38,7 +39,8 @@ def test_entry_downloads_loads_and_reproduces_its_recorded_knn(
     knobs = entry.recipe["data"]["fgmarks"]
     train_dir, val_dir = materialize(FGMarksConfig.from_mapping(knobs), tmp_path, progress=False)
     with torch.no_grad():
-        train = extract(backbone, str(train_dir), entry.crop_size, batch_size=256)
-        val = extract(backbone, str(val_dir), entry.crop_size, batch_size=256)
+        view = EvalView(entry.crop_size, entry.mean, entry.std)  # as the entry records it
+        train = extract(backbone, str(train_dir), view, batch_size=256)
+        val = extract(backbone, str(val_dir), view, batch_size=256)
     knn = knn_top1(*train, *val, k=20)
     assert knn == pytest.approx(entry.metrics["knn_top1"], abs=1.0)

@@ -11,6 +11,7 @@ import yaml
 from solo_fgsynth import zoo
 from solo_fgsynth.benchmark.cell import extract
 from solo_fgsynth.data.fgmarks import FGMarksConfig, materialize
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.metrics import (
     fit_linear_probe,
     knn_top1,
@@ -59,8 +60,8 @@ def test_the_generic_init_loads_verified_offline_and_reproduces_its_metrics(
     backbone = zoo.load(NAME)  # checks the sha256 of the packaged file
     recorded = get_entry(NAME).metrics
     train_dir, val_dir = materialize(_quick_fgmarks(), tmp_path / "data", progress=False)
-    train = extract(backbone, str(train_dir), 32, 256)
-    val = extract(backbone, str(val_dir), 32, 256)
+    train = extract(backbone, str(train_dir), EvalView(32), 256)
+    val = extract(backbone, str(val_dir), EvalView(32), 256)
     probe = fit_linear_probe(*train, num_classes=12)
     measured = {
         "linear_top1": probe_top1(probe, *val),

@@ -18,8 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-from solo_fgsynth.backbones.init import BackboneInitError, InitResult, init_backbone
+from solo_fgsynth.backbones.init import InitResult, init_backbone
 from solo_fgsynth.errors import LaunchError
+from solo_fgsynth.validation import check_bool
 
 
 def init_settings(cfg: DictConfig) -> tuple[str | None, bool]:
@@ -32,16 +33,12 @@ def init_settings(cfg: DictConfig) -> tuple[str | None, bool]:
             f"backbone.init={spec!r} is not valid: use timm:NAME.TAG, torchvision:ENUM.MEMBER, "
             "a weights file, a zoo name, or null"
         )
-    if not isinstance(strict, bool):
-        raise LaunchError(f"backbone.init_strict={strict!r} is not valid: use true or false")
+    check_bool("backbone.init_strict", strict, error=LaunchError)
     return spec, strict
 
 
 def _init(backbone: nn.Module, spec: str, strict: bool) -> InitResult:
-    try:
-        result = init_backbone(backbone, spec, strict)
-    except BackboneInitError as error:
-        raise LaunchError(str(error)) from None
+    result = init_backbone(backbone, spec, strict)
     rank_zero_info(f"backbone.init: loaded {len(result.loaded)} tensors from {result.source}")
     if result.dropped_head:
         rank_zero_info(f"backbone.init: dropped classifier head {', '.join(result.dropped_head)}")

@@ -11,25 +11,31 @@ state dict, and keys that did not fit are errors or, when asked, reported by nam
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import torch
 from torch import nn
 
-from solo_fgsynth._keys import key_listing, key_problems
+from solo_fgsynth.checkpoints import (
+    fit_problems,
+    key_listing,
+    read_backbone_weights,
+    state_of,
+)
+from solo_fgsynth.errors import UserError
 
 # Classifier heads a backbone may lack (solo-learn replaces a ResNet's ``fc`` by Identity).
+# The classifier heads of a file or of torchvision weights, which do not name theirs; timm's
+# pretrained cfg and a zoo entry do, and their own names are used for them.
 HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "head_dist.")
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 
 logger = logging.getLogger(__name__)
 
 
-class BackboneInitError(ValueError):
+class BackboneInitError(UserError, ValueError):
     """A backbone.init spec that cannot be loaded; the message names the spec and the cause."""
 
 
@@ -43,60 +49,23 @@ class InitResult:
     missing: list[str]
     unexpected: list[str]
     mismatched: list[str]
+    head: tuple[str, ...] = HEAD_PREFIXES
 
     @property
     def dropped_head(self) -> list[str]:
         """Unexpected keys that belong to a classifier head (an expected drop)."""
-        return [key for key in self.unexpected if key.startswith(HEAD_PREFIXES)]
+        return [key for key in self.unexpected if key.startswith(self.head)]
 
 
 @dataclass(frozen=True)
 class _Source:
     state: dict[str, torch.Tensor]
     where: str
-
-
-def backbone_state(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The backbone's tensors of a loaded file, keys named as the backbone names them.
-
-    Unwraps ``state_dict``/``model`` containers, drops DDP's ``module.`` prefix, and keeps
-    only the ``backbone.`` part of a solo-learn checkpoint (its projector, predictor,
-    classifier and momentum copy are not the backbone).
-    """
-    for container in ("state_dict", "model"):
-        inner = raw.get(container)
-        if isinstance(inner, Mapping):
-            raw = inner
-            break
-    state = {
-        key.removeprefix("module."): value
-        for key, value in raw.items()
-        if isinstance(value, torch.Tensor)
-    }
-    if any(key.startswith("backbone.") for key in state):
-        state = {
-            key.removeprefix("backbone."): value
-            for key, value in state.items()
-            if key.startswith("backbone.")
-        }
-    return state
+    head: tuple[str, ...] = HEAD_PREFIXES  # key prefixes of its classifier head
 
 
 def _from_file(spec: str, path: Path) -> _Source:
-    try:
-        if path.suffix == ".safetensors":
-            import safetensors.torch
-
-            raw: Mapping[str, Any] = safetensors.torch.load_file(str(path), device="cpu")
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file is one message naming it
-        raise BackboneInitError(f"backbone.init={spec!r}: cannot read {path}: {error}") from None
-    if not isinstance(raw, Mapping):
-        raise BackboneInitError(
-            f"backbone.init={spec!r}: {path} holds a {type(raw).__name__}, not a state dict"
-        )
-    return _Source(backbone_state(raw), str(path))
+    return _Source(read_backbone_weights(path, f"backbone.init={spec!r}"), str(path))
 
 
 def _from_timm(spec: str, name: str) -> _Source:
@@ -128,7 +97,9 @@ def _from_timm(spec: str, name: str) -> _Source:
             f"backbone.init={spec!r}: could not get timm's pretrained weights; tried {where}: "
             f"{type(error).__name__}: {error}"
         ) from None
-    return _Source(model.state_dict(), where)
+    classifier = pretrained.classifier or ()
+    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return _Source(model.state_dict(), where, tuple(f"{name}." for name in names))
 
 
 def _from_torchvision(spec: str, name: str) -> _Source:
@@ -149,7 +120,7 @@ def _from_torchvision(spec: str, name: str) -> _Source:
             f"backbone.init={spec!r}: could not get torchvision's weights; tried the cache "
             f"{cached} and {weights.url}: {type(error).__name__}: {error}"
         ) from None
-    return _Source(backbone_state(state), f"{weights.url} (cache {cached})")
+    return _Source(state_of(state), f"{weights.url} (cache {cached})")
 
 
 def _from_zoo(spec: str, name: str) -> _Source:
@@ -162,7 +133,8 @@ def _from_zoo(spec: str, name: str) -> _Source:
         zoo = Manifest.load()
         entry = zoo.get(name)
         path = fetch_entry(zoo, entry)
-        return _Source(read_backbone(path, entry.backbone), f"zoo entry {name!r} ({path})")
+        state = read_backbone(path, entry.backbone)
+        return _Source(state, f"zoo entry {name!r} ({path})", entry.head)
     except ZooError as error:
         raise BackboneInitError(f"backbone.init={spec!r}: {error}") from None
 
@@ -206,18 +178,15 @@ def init_backbone(backbone: nn.Module, spec: str, strict: bool = True) -> InitRe
     """
     source = read_source(spec)
     target = backbone.state_dict()
-    shapes = {
-        key: (tuple(value.shape), tuple(target[key].shape))
-        for key, value in source.state.items()
-        if key in target and tuple(value.shape) != tuple(target[key].shape)
-    }
-    fits = [key for key in target if key in source.state and key not in shapes]
+    fits = [
+        key
+        for key in target
+        if key in source.state and tuple(source.state[key].shape) == tuple(target[key].shape)
+    ]
     missing = sorted(key for key in target if key not in source.state)
     unexpected = sorted(key for key in source.state if key not in target)
-    mismatched = [f"{key} file {file} vs model {model}" for key, (file, model) in shapes.items()]
-    blocking_missing = [key for key in missing if not key.startswith(HEAD_PREFIXES)]
-    blocking_unexpected = [key for key in unexpected if not key.startswith(HEAD_PREFIXES)]
-    problems = "; ".join(key_problems(blocking_missing, blocking_unexpected, mismatched))
+    mismatched = sorted(key for key in target if key in source.state and key not in fits)
+    problems = "; ".join(fit_problems(target, source.state, optional=source.head))
     if not fits:
         raise BackboneInitError(
             f"backbone.init={spec!r}: no tensor of {source.where} fits "
@@ -233,7 +202,7 @@ def init_backbone(backbone: nn.Module, spec: str, strict: bool = True) -> InitRe
         for key in fits:
             merged[key] = source.state[key].to(dtype=target[key].dtype)
         backbone.load_state_dict(merged, strict=True)
-    result = InitResult(spec, source.where, fits, missing, unexpected, list(shapes))
+    result = InitResult(spec, source.where, fits, missing, unexpected, mismatched, source.head)
     message = f"backbone.init={spec!r}: loaded {len(fits)} tensors from {source.where}"
     if result.dropped_head:
         message += f"; dropped classifier head: {key_listing(result.dropped_head)}"

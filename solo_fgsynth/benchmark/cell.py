@@ -27,7 +27,8 @@ from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.backbones.init import init_backbone
 from solo_fgsynth.benchmark.pairs import HEADROOM_STEPS, measure_cell_pairs
 from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
-from solo_fgsynth.data.views import eval_transform
+from solo_fgsynth.checkpoints import read_checkpoint
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.metrics import (
     LinearProbe,
     fit_linear_probe,
@@ -87,10 +88,10 @@ def peak_memory_mb() -> float:
 
 
 @torch.no_grad()
-def extract(backbone: nn.Module, folder: str, crop_size: int, batch_size: int) -> tuple:
+def extract(backbone: nn.Module, folder: str, view: EvalView, batch_size: int) -> tuple:
     """Pooled features (on the CPU) and labels of every image in an image folder."""
     device = next(backbone.parameters()).device
-    dataset = datasets.ImageFolder(folder, transform=eval_transform(crop_size))
+    dataset = datasets.ImageFolder(folder, transform=view.transform())
     features, labels = [], []
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=0):
         features.append(backbone(images.to(device)).float().cpu())
@@ -106,10 +107,10 @@ class LearningCurve(Callback):
     final point is the cell's own final evaluation, added by :func:`run_cell`.
     """
 
-    def __init__(self, every: int, train_path: str, val_path: str, crop: int, batch: int):
+    def __init__(self, every: int, train_path: str, val_path: str, view: EvalView, batch: int):
         if every < 1:
             raise ValueError(f"eval.curve_every={every} is out of range: allowed is >= 1")
-        self.every, self.crop, self.batch = every, crop, batch
+        self.every, self.view, self.batch = every, view, batch
         self.train_path, self.val_path = train_path, val_path
         self.points: list[tuple[int, float]] = []
 
@@ -117,8 +118,8 @@ class LearningCurve(Callback):
         """Fit a probe on the current backbone's features and record ``(step, val top-1)``."""
         was_training = backbone.training
         backbone.eval()
-        train = extract(backbone, self.train_path, self.crop, self.batch)
-        val = extract(backbone, self.val_path, self.crop, self.batch)
+        train = extract(backbone, self.train_path, self.view, self.batch)
+        val = extract(backbone, self.val_path, self.view, self.batch)
         backbone.train(was_training)
         num_classes = int(max(train[1].max(), val[1].max())) + 1
         probe = fit_linear_probe(*train, num_classes=num_classes)
@@ -134,7 +135,7 @@ def gradcam_overlays(
     backbone: nn.Module,
     probe: LinearProbe,
     val_folder: str,
-    crop_size: int,
+    view: EvalView,
     count: int,
 ) -> np.ndarray:
     """Grad-CAM (pytorch-grad-cam) of the linear probe's true-class score on ``count`` images.
@@ -152,9 +153,10 @@ def gradcam_overlays(
     with GradCAM(model=model, target_layers=[backbone.layer4]) as cam:
         for index in picks:
             image, label = dataset[int(index)]
-            tensor = eval_transform(crop_size)(image)[None]
+            tensor = view.transform()(image)[None]
             heat = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(label)])[0]
-            rgb = np.asarray(image.convert("RGB").resize((crop_size, crop_size))) / 255.0
+            size = (view.crop_size, view.crop_size)
+            rgb = np.asarray(image.convert("RGB").resize(size)) / 255.0
             panels.append(show_cam_on_image(rgb.astype(np.float32), heat, use_rgb=True))
     return np.concatenate(panels, axis=1)
 
@@ -163,7 +165,7 @@ def _diagnose_cell(
     cfg: Any,
     backbone: nn.Module,
     tracked: dict[str, torch.Tensor] | None,
-    crop: int,
+    view: EvalView,
     cell_dir: Path,
 ) -> list[dict[str, Any]] | None:
     """The factor diagnostic of a cell trained on fgmarks (None on other data)."""
@@ -176,7 +178,7 @@ def _diagnose_cell(
     diagnosis = diagnose(
         backbone,
         FGMarksConfig.from_mapping(cfg.data.fgmarks),
-        crop,
+        view,
         tracked=tracked,
         var_fraction=float(kwargs.get("var_fraction", 0.25)),
         cam_fraction=float(kwargs.get("cam_fraction", 0.25)),
@@ -204,7 +206,7 @@ def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
     finals = sorted(cell_dir.glob(f"checkpoints/*/*/*-ep={max_epochs - 1}.ckpt"))
     if not finals:
         return None
-    checkpoint = torch.load(finals[-1], map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(finals[-1])
     log = cell_dir / "log.txt"
     curve = _CURVE_LINE.findall(log.read_text(errors="replace")) if log.is_file() else []
     return {
@@ -220,7 +222,7 @@ def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
 
 
 def _train(
-    cfg: Any, spec: dict[str, Any], cell_dir: Path, crop: int, batch: int
+    cfg: Any, spec: dict[str, Any], cell_dir: Path, view: EvalView, batch: int
 ) -> tuple[dict[str, Any], nn.Module]:
     """Pretrain through the launcher; write and return the training record, and the model."""
     from solo_fgsynth.launch import run_pretrain
@@ -230,7 +232,7 @@ def _train(
     curve_every = int(spec["eval"].get("curve_every", 0))
     curve = None
     if curve_every:
-        curve = LearningCurve(curve_every, cfg.data.train_path, cfg.data.val_path, crop, batch)
+        curve = LearningCurve(curve_every, cfg.data.train_path, cfg.data.val_path, view, batch)
         callbacks.append(curve)
     checkpoint = run_pretrain(cfg, extra_callbacks=callbacks)
     if training.module is None or checkpoint is None:
@@ -310,7 +312,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     cfg = load_config(spec["config_path"], spec["config_name"], overrides)
     prepare_data_cfg(cfg.data, default_cache_dir())
-    crop = int(cfg.augmentations[0].crop_size)
+    view = EvalView.of(cfg.augmentations[0])
     batch = int(spec["eval"]["batch_size"])
     if spec["method"] == INIT_METHOD:
         backbone, synth, record = _starting_weights(cfg), None, dict(NO_TRAINING)
@@ -318,7 +320,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         record = finished_training(cell_dir, int(cfg.max_epochs))
         if record is None:
-            record, model = _train(cfg, spec, cell_dir, crop, batch)
+            record, model = _train(cfg, spec, cell_dir, view, batch)
         else:  # training finished in an earlier attempt: evaluate its checkpoint, do not retrain
             model = _load_trained(Path(record["checkpoint"]))
         backbone = model.backbone
@@ -327,8 +329,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     checkpoint = record["checkpoint"]
     if selection is not None:
         init_backbone(backbone, str(Path(checkpoint).parent / BEST_NAME))
-    train = extract(backbone, cfg.data.train_path, crop, batch)
-    val = extract(backbone, cfg.data.val_path, crop, batch)
+    train = extract(backbone, cfg.data.train_path, view, batch)
+    val = extract(backbone, cfg.data.val_path, view, batch)
     num_classes = int(max(train[1].max(), val[1].max())) + 1
     probe = fit_linear_probe(*train, num_classes=num_classes)
     metrics = {
@@ -343,16 +345,16 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     tracked = None
     if synth is not None:
         tracked = {name: getattr(synth.statistics, name).cpu() for name in TRACKED_STATISTICS}
-    diagnosis = _diagnose_cell(cfg, backbone, tracked, crop, cell_dir)
-    overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, crop, spec["eval"]["gradcam"])
+    diagnosis = _diagnose_cell(cfg, backbone, tracked, view, cell_dir)
+    overlay = gradcam_overlays(backbone, probe, cfg.data.val_path, view, spec["eval"]["gradcam"])
     Image.fromarray(overlay).save(cell_dir / "gradcam.png")
     pairs = None
     if synth is not None and synth.statistics.ready:
         pairs = measure_cell_pairs(
             backbone,
             synth,
-            datasets.ImageFolder(cfg.data.val_path, transform=eval_transform(crop)),
-            datasets.ImageFolder(cfg.data.train_path, transform=eval_transform(crop)),
+            datasets.ImageFolder(cfg.data.val_path, transform=view.transform()),
+            datasets.ImageFolder(cfg.data.train_path, transform=view.transform()),
             _training_view(cfg),
             cell_dir / "pairs.png",
             headroom_steps=int(spec["eval"].get("headroom_steps", HEADROOM_STEPS)),

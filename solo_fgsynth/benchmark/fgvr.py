@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from solo_fgsynth.errors import UserError
+from solo_fgsynth.validation import check_choice
 
 QUOTED_METRICS = ("linear_top1", "retrieval_top1", "retrieval_top5", "retrieval_map")
 
@@ -27,8 +28,7 @@ def for_dataset(preset: dict[str, Any], dataset: str | None, data_root: str | No
             )
         return preset
     allowed = list(preset.get("datasets", []))
-    if dataset not in allowed:
-        raise UserError(f"--dataset {dataset!r} is not valid: use one of {', '.join(allowed)}")
+    check_choice("--dataset", dataset, allowed, error=UserError)
     if not data_root:
         raise UserError(f"--data-root is required: the {dataset} dataset's root folder")
     return {

@@ -20,6 +20,7 @@ from solo_fgsynth.data.layouts import (
     prepare_layout,
     verify_images,
 )
+from solo_fgsynth.errors import DataError, MissingDataError
 
 DATASET_NAMES = ("fgmarks", "cub200", "cars", "aircraft", "imagefolder")
 CACHE_ENV_VAR = "SOLO_FGSYNTH_DATA_DIR"
@@ -74,7 +75,7 @@ def prepare_data_cfg(data_cfg: DictConfig, cache_dir: Path, progress: bool = Tru
     else:
         root = _optional_value(data_cfg, "root")
         if root is None:
-            raise ValueError(
+            raise DataError(
                 f"data.root must be set to the folder holding the {name} dataset "
                 f"({EXPECTED_LAYOUTS[name]}): add ++data.root=PATH"
             )
@@ -111,7 +112,7 @@ def check_custom_images(data_cfg: DictConfig, cache_dir: Path, progress: bool = 
         if path is None:
             continue
         if not Path(str(path)).expanduser().is_dir():
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"data.{key}={str(path)!r} does not exist or is not a directory; "
                 "a custom dataset is a folder of class folders of images"
             )

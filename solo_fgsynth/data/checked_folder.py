@@ -18,6 +18,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.data._cache import cached_directory, stable_key
 from solo_fgsynth.data.layouts import verify_images, warn_skipped
+from solo_fgsynth.errors import MissingDataError
 
 CHECK_VERSION = 1
 
@@ -67,7 +68,7 @@ def checked_image_folder(
     of the readable ones; raises :class:`UnreadableImagesError` naming the bad files otherwise."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a directory")
+        raise MissingDataError(f"image folder {root} does not exist or is not a directory")
     images = folder_images(root, labelled)
     key = _listing_key(root, images)
     record = Path(cache_dir) / "checked" / f"{key}.json"

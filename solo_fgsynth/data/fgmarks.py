@@ -34,6 +34,8 @@ from solo_fgsynth.data.fgmarks_render import (
     hsv_to_rgb,
     render,
 )
+from solo_fgsynth.errors import ConfigValueError
+from solo_fgsynth.validation import check_choice, check_int, check_known_keys, check_number
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val")
@@ -71,14 +73,16 @@ class FGMarksConfig:
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INTEGER_KNOBS.items():
-            _check_int(name, getattr(self, name), low, high)
-            object.__setattr__(self, name, int(getattr(self, name)))
+            object.__setattr__(
+                self, name, check_int(f"data.fgmarks.{name}", getattr(self, name), low, high)
+            )
         for name, (low, high) in _REAL_KNOBS.items():
-            _check_float(name, getattr(self, name), low, high)
-            object.__setattr__(self, name, float(getattr(self, name)))
+            object.__setattr__(
+                self, name, check_number(f"data.fgmarks.{name}", getattr(self, name), low, high)
+            )
         if self.first_class + self.num_classes > MAX_CLASSES:
-            raise ValueError(
-                f"FGMarksConfig.first_class={self.first_class} with num_classes="
+            raise ConfigValueError(
+                f"data.fgmarks.first_class={self.first_class} with num_classes="
                 f"{self.num_classes} runs past the {MAX_CLASSES} classes fgmarks has: allowed is "
                 f"first_class + num_classes <= {MAX_CLASSES}"
             )
@@ -88,10 +92,7 @@ class FGMarksConfig:
         """Config from a mapping of knob names (e.g. a yaml node); unknown keys are errors, and a
         knob set to None (yaml ``null``) takes its default."""
         knobs = {name: value for name, value in dict(knobs or {}).items() if value is not None}
-        allowed = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(knobs) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown fgmarks option(s) {unknown}; allowed: {allowed}")
+        check_known_keys("data.fgmarks", knobs, [field.name for field in dataclasses.fields(cls)])
         return cls(**knobs)
 
     def per_class(self, split: str) -> int:
@@ -114,23 +115,8 @@ class FGMarksConfig:
         return dataclasses.asdict(self)
 
 
-def _check_int(name: str, value: object, low: int, high: int | None) -> None:
-    allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise ValueError(f"FGMarksConfig.{name} must be {allowed}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"FGMarksConfig.{name} must be {allowed}, got {value!r}")
-
-
-def _check_float(name: str, value: object, low: float, high: float) -> None:
-    is_number = isinstance(value, int | float | np.integer | np.floating)
-    if isinstance(value, bool) or not is_number or not low <= float(value) <= high:
-        raise ValueError(f"FGMarksConfig.{name} must be a number in [{low}, {high}], got {value!r}")
-
-
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, SPLITS)
 
 
 def detail_table(num_classes: int, first_class: int = 0) -> np.ndarray:
@@ -140,8 +126,8 @@ def detail_table(num_classes: int, first_class: int = 0) -> np.ndarray:
     ``num_classes``; the table does not depend on the seed, so a class means the same everywhere.
     Label 0 is class ``first_class`` of that order.
     """
-    _check_int("num_classes", num_classes, 2, MAX_CLASSES)
-    _check_int("first_class", first_class, 0, MAX_CLASSES - num_classes)
+    check_int("data.fgmarks.num_classes", num_classes, 2, MAX_CLASSES)
+    check_int("data.fgmarks.first_class", first_class, 0, MAX_CLASSES - num_classes)
     index = np.arange(MAX_CLASSES)
     shape = index % len(MARK_SHAPES)
     colour = (index + index // len(MARK_SHAPES)) % len(MARK_COLOURS)

@@ -23,6 +23,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from solo_fgsynth.data._cache import cached_directory, read_marker, stable_key
+from solo_fgsynth.errors import DataError, MissingDataError
 
 LAYOUT_VERSION = 1
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -50,36 +51,36 @@ class LayoutListing:
         if list(self.classes) != sorted(self.classes) or len(set(self.classes)) != len(
             self.classes
         ):
-            raise ValueError("class folder names must be unique and sorted in label order")
+            raise DataError("class folder names must be unique and sorted in label order")
         for split_name, samples in (("train", self.train), ("val", self.val)):
             present = {label for _, label in samples}
             outside = sorted(label for label in present if not 0 <= label < len(self.classes))
             if outside:
-                raise ValueError(
+                raise DataError(
                     f"{split_name} split has labels {outside} outside [0, {len(self.classes)})"
                 )
             empty = [name for label, name in enumerate(self.classes) if label not in present]
             if empty:
-                raise ValueError(
+                raise DataError(
                     f"{split_name} split has no images for classes {empty}; every class needs "
                     "at least one image in both splits for an image_folder dataset"
                 )
 
 
-class UnreadableImagesError(ValueError):
-    """Raised when images cannot be opened and decoded; ``paths`` lists every bad one."""
+class UnreadableImagesError(DataError):
+    """Images that cannot be opened and decoded: one line with the first and the fix, every bad
+    path in ``paths`` and, one per line, in ``details``."""
 
     def __init__(self, problems: Sequence[tuple[Path, str]]) -> None:
         self.problems = list(problems)
         self.paths = [path for path, _ in problems]
-        details = "\n".join(f"  {path}: {reason}" for path, reason in problems)
-        super().__init__(f"{len(problems)} unreadable image(s):\n{details}")
-
-    def summary(self) -> str:
-        """One line: how many images are unreadable, the first one and why."""
         path, reason = self.problems[0]
         more = f" and {len(self.problems) - 1} more" if len(self.problems) > 1 else ""
-        return f"{len(self.problems)} unreadable image(s): {path} ({reason}){more}"
+        super().__init__(
+            f"{len(problems)} unreadable image(s): {path} ({reason}){more}; fix or remove them, "
+            "or skip them with a warning: ++data.skip_unreadable=true",
+            details=[f"  {path}: {reason}" for path, reason in problems],
+        )
 
 
 def _decode_problem(path: Path) -> str | None:
@@ -142,7 +143,7 @@ def _folder_names(names: Sequence[str]) -> tuple[str, ...]:
 
 def _require(path: Path, layout: str, expected: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{layout} layout is incomplete: missing {path} ({expected})")
+        raise MissingDataError(f"{layout} layout is incomplete: missing {path} ({expected})")
     return path
 
 
@@ -154,7 +155,7 @@ def _read_rows(path: Path, columns: int) -> list[list[str]]:
             continue
         fields = line.strip().split(maxsplit=columns - 1)
         if len(fields) != columns:
-            raise ValueError(
+            raise DataError(
                 f"{path}:{line_number}: expected {columns} fields, got {line.strip()!r}"
             )
         rows.append(fields)
@@ -165,13 +166,13 @@ def _integer(text: str, path: Path) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{path}: expected an integer, got {text!r}") from None
+        raise DataError(f"{path}: expected an integer, got {text!r}") from None
 
 
 def _existing_root(root: Path) -> Path:
     resolved = Path(root).expanduser().resolve()
     if not resolved.is_dir():
-        raise FileNotFoundError(f"dataset root {resolved} does not exist or is not a directory")
+        raise MissingDataError(f"dataset root {resolved} does not exist or is not a directory")
     return resolved
 
 
@@ -203,7 +204,7 @@ def read_cub200(root: Path) -> LayoutListing:
     for name, table in (("image_class_labels.txt", class_ids), ("train_test_split.txt", is_train)):
         missing = sorted(set(relative_paths) - set(table))
         if missing:
-            raise ValueError(f"{base / name} has no entry for image ids {missing[:10]}")
+            raise DataError(f"{base / name} has no entry for image ids {missing[:10]}")
 
     sorted_ids = sorted({class_ids[image_id] for image_id in relative_paths})
     label_of = {class_id: label for label, class_id in enumerate(sorted_ids)}
@@ -252,7 +253,7 @@ def read_stanford_cars(root: Path) -> LayoutListing:
         for record in _load_mat_records(annotations_file):
             class_number = int(record["class"])
             if not 1 <= class_number <= len(names):
-                raise ValueError(
+                raise DataError(
                     f"{annotations_file}: class {class_number} outside 1..{len(names)} "
                     f"(the classes in {meta_file})"
                 )
@@ -283,7 +284,7 @@ def read_fgvc_aircraft(root: Path) -> LayoutListing:
             list_file = _require(base / file_name, layout, expected)
             for image_name, variant in _read_rows(list_file, 2):
                 if variant not in label_of:
-                    raise ValueError(f"{list_file}: variant {variant!r} is not in variants.txt")
+                    raise DataError(f"{list_file}: variant {variant!r} is not in variants.txt")
                 samples[split_name].append((image_dir / f"{image_name}.jpg", label_of[variant]))
     return LayoutListing(_folder_names(variants), tuple(samples["train"]), tuple(samples["val"]))
 
@@ -309,13 +310,13 @@ def read_imagefolder(root: Path) -> LayoutListing:
     if class_sets["train"] != class_sets["val"]:
         only_train = sorted(set(class_sets["train"]) - set(class_sets["val"]))
         only_val = sorted(set(class_sets["val"]) - set(class_sets["train"]))
-        raise ValueError(
+        raise DataError(
             f"{base}: train and val must have the same class folders; only in train: "
             f"{only_train}, only in val: {only_val}"
         )
     classes = tuple(class_sets["train"])
     if not classes:
-        raise ValueError(f"{split_dirs['train']} has no class folders ({expected})")
+        raise DataError(f"{split_dirs['train']} has no class folders ({expected})")
     samples = {
         split: tuple(
             (path, label)
@@ -364,7 +365,7 @@ def prepare_layout(
     With ``skip_unreadable`` the tree leaves unreadable images out, with a warning at each call.
     """
     if name not in LAYOUT_READERS:
-        raise ValueError(f"unknown layout {name!r}; allowed: {sorted(LAYOUT_READERS)}")
+        raise DataError(f"unknown layout {name!r}; allowed: {sorted(LAYOUT_READERS)}")
     listing = LAYOUT_READERS[name](Path(root))
     description = {
         "layout": name,

@@ -10,8 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from solo_fgsynth._io import atomic_write_json, atomic_write_text, read_training_recipe
+from solo_fgsynth._io import atomic_write_json, atomic_write_text
+from solo_fgsynth.checkpoints import (
+    backbone_part,
+    load_fitting,
+    read_lightning_state,
+    read_training_recipe,
+)
 from solo_fgsynth.data.fgmarks import FGMarksConfig
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.diagnose.analysis import Diagnosis, diagnose, markdown, plot
 from solo_fgsynth.errors import UserError
 from solo_fgsynth.synth.stats import TRACKED_STATISTICS
@@ -32,7 +39,7 @@ def write_diagnosis(diagnosis: Diagnosis, out_dir: Path, title: str = "") -> Non
 
 
 def _recipe(args_path: Path) -> dict[str, Any]:
-    recipe = read_training_recipe(args_path, DiagnoseError)
+    recipe = read_training_recipe(args_path)
     data = recipe.get("data", {})
     dataset = data.get("source_dataset", data.get("dataset"))
     if dataset != "fgmarks":
@@ -56,27 +63,14 @@ def _backbone(recipe: dict[str, Any], state: dict[str, torch.Tensor], ckpt: Path
     )
     if name.startswith("resnet"):
         backbone.fc = nn.Identity()
-    weights = {
-        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
-    }
-    try:
-        backbone.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        problems = " ".join(line.strip() for line in str(error).splitlines()[1:3])
-        raise DiagnoseError(f"{ckpt} does not fit backbone {name!r}: {problems}") from None
+    load_fitting(backbone, backbone_part(state), f"{ckpt} does not fit backbone {name!r}")
     return backbone.eval()
 
 
 def diagnose_checkpoint(ckpt: Path, args_path: Path | None = None) -> Diagnosis:
     """Load a solo-learn checkpoint trained on fgmarks and diagnose its backbone."""
     recipe = _recipe(args_path or ckpt.parent / "args.json")
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise DiagnoseError(f"cannot read checkpoint {ckpt}: {error}") from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not state:
-        raise DiagnoseError(f"{ckpt} has no 'state_dict': not a solo-learn/Lightning checkpoint")
+    state = read_lightning_state(ckpt)
     backbone = _backbone(recipe, state, ckpt)
     kwargs = recipe.get("method_kwargs", {})
     tracked = None
@@ -86,14 +80,11 @@ def diagnose_checkpoint(ckpt: Path, args_path: Path | None = None) -> Diagnosis:
             for name in TRACKED_STATISTICS
             if f"fgsynth.statistics.{name}" in state
         }
-    try:
-        fgmarks = FGMarksConfig.from_mapping(recipe["data"].get("fgmarks"))
-    except ValueError as error:
-        raise DiagnoseError(f"data.fgmarks of the recipe: {error}") from None
+    fgmarks = FGMarksConfig.from_mapping(recipe["data"].get("fgmarks"))
     return diagnose(
         backbone,
         fgmarks,
-        int(recipe["augmentations"][0]["crop_size"]),
+        EvalView.of(recipe["augmentations"][0]),
         tracked=tracked,
         var_fraction=float(kwargs.get("var_fraction", 0.25)),
         cam_fraction=float(kwargs.get("cam_fraction", 0.25)),

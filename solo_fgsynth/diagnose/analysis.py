@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from solo_fgsynth.data.fgmarks import FGMarksConfig, SceneBatch, sample_scenes
 from solo_fgsynth.data.fgmarks_render import render
-from solo_fgsynth.data.views import eval_transform
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.diagnose.factors import NUISANCES, dominant_factors, factor_scores
 from solo_fgsynth.synth.config import CAM_RANKINGS
 from solo_fgsynth.synth.selection import lowest_fraction_mask, ranking_scores
@@ -102,19 +102,19 @@ def _row(
 
 @torch.no_grad()
 def validation_features(
-    backbone: nn.Module, fgmarks: FGMarksConfig, crop_size: int, batch_size: int = 256
+    backbone: nn.Module, fgmarks: FGMarksConfig, view: EvalView, batch_size: int = 256
 ) -> tuple[np.ndarray, SceneBatch]:
     """Eval-mode pooled features of fgmarks' validation split, and its scenes (the factors)."""
     scenes = sample_scenes(fgmarks, "val")
     images = render(scenes, fgmarks)
-    view = eval_transform(crop_size)
+    transform = view.transform()
     was_training = backbone.training
     backbone.eval()
     device = next(backbone.parameters()).device
     features = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack(
-            [view(Image.fromarray(im)) for im in images[start : start + batch_size]]
+            [transform(Image.fromarray(im)) for im in images[start : start + batch_size]]
         )
         features.append(backbone(batch.to(device)).float().cpu())
     backbone.train(was_training)
@@ -159,7 +159,7 @@ def criterion_selections(
 def diagnose(
     backbone: nn.Module,
     fgmarks: FGMarksConfig,
-    crop_size: int,
+    view: EvalView,
     tracked: Mapping[str, Tensor] | None = None,
     var_fraction: float = 0.25,
     cam_fraction: float = 0.25,
@@ -171,7 +171,7 @@ def diagnose(
     tracked) ``importance_magnitude``; without it (a stock run) the variance criterion uses the
     validation features' own variance, and there is no Grad-CAM criterion.
     """
-    features, scenes = validation_features(backbone, fgmarks, crop_size)
+    features, scenes = validation_features(backbone, fgmarks, view)
     diagnosis = Diagnosis(
         scores=factor_scores(features, scenes), null=null_scores(scenes, features.shape[1])
     )

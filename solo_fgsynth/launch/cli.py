@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from solo_fgsynth._solo import require_solo
-from solo_fgsynth.errors import UserError, report_user_error
 
 # command -> (module under solo_fgsynth.launch, its run function, the help's description)
 _STAGES = {
@@ -74,11 +73,8 @@ def _command(command: str, argv: Sequence[str]) -> int:
 
     module, function, _ = _STAGES[command]
     action = getattr(importlib.import_module(f"solo_fgsynth.launch.{module}"), function)
-    try:
-        cfg = load_config(args.config_path, args.config_name, args.overrides)
-        result = action(cfg)
-    except UserError as error:
-        return report_user_error(command, error)
+    cfg = load_config(args.config_path, args.config_name, args.overrides)
+    result = action(cfg)
     if rank_zero_only.rank == 0:
         _report(result)
     return 0

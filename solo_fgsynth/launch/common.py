@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -19,44 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from solo_fgsynth.checkpoints import read_checkpoint
 from solo_fgsynth.launch.config import LaunchError
-
-CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
-
-
-def load_weights_or_refuse(module: nn.Module, state: dict[str, Any], misfit: str) -> None:
-    """Load ``state`` into ``module``; a shape mismatch or a missing weight is a LaunchError.
-
-    Keys the module does not have (a method's projector, for a bare backbone) are ignored, as
-    solo-learn's evaluation scripts ignore them; ``misfit`` starts the message.
-    """
-    try:
-        missing, _ = module.load_state_dict(state, strict=False)
-    except RuntimeError as error:
-        first_problem = str(error).splitlines()[1].strip()
-        raise LaunchError(f"{misfit}: {first_problem}") from error
-    if missing:
-        more = " ..." if len(missing) > 4 else ""
-        raise LaunchError(f"{misfit}: no weights for {', '.join(missing[:4])}{more}")
-
-
-def _checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]:
-    """The Lightning ``state_dict`` of the checkpoint that config key ``key`` names, on CPU."""
-    path = str(path)
-    if not Path(path).exists():
-        raise LaunchError(f"{key}={path!r} does not exist (from {Path.cwd()})")
-    if not path.endswith(CHECKPOINT_SUFFIXES) or not Path(path).is_file():
-        raise LaunchError(f"{key}={path!r} is not a {'/'.join(CHECKPOINT_SUFFIXES)} file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged file raises pickle, zip, EOF or runtime errors
-        reason = (str(error).strip().splitlines() or [""])[0]
-        raise LaunchError(
-            f"{key}={path!r} is not a readable checkpoint ({type(error).__name__}: {reason})"
-        ) from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise LaunchError(f"{path} has no 'state_dict'; expected a solo-learn/Lightning checkpoint")
-    return checkpoint["state_dict"]
 
 
 def _strategy(cfg: DictConfig) -> str | Strategy:
@@ -163,7 +126,7 @@ def finished_training(cfg: DictConfig, checkpoint: str | Path) -> int | None:
     Finished means its epoch is the last of ``max_epochs`` or, with ``max_steps`` set, its step
     reached it; None otherwise (also for a checkpoint that records neither).
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint)
     epoch, step = state.get("epoch"), state.get("global_step")
     if not isinstance(epoch, int) or not isinstance(step, int):
         return None

@@ -89,24 +89,12 @@ def _checked_copy(cfg: DictConfig, method: bool = False) -> DictConfig:
 def _prepare_data(cfg: DictConfig) -> None:
     """Rewrite the plugin's datasets (fgmarks, cub200, ...) into solo-learn's ``custom`` dataset,
     and decode every image of a user's image folder, before any training."""
-    from solo_fgsynth.data import (
-        UnreadableImagesError,
-        check_custom_images,
-        default_cache_dir,
-        prepare_data_cfg,
-    )
+    from solo_fgsynth.data import check_custom_images, default_cache_dir, prepare_data_cfg
 
-    try:
-        prepare_data_cfg(cfg.data, default_cache_dir())
-        check_custom_images(cfg.data, default_cache_dir())
-    except UnreadableImagesError as error:
-        raise LaunchError(
-            f"{error.summary()}; fix or remove them, or skip them with a warning: "
-            "++data.skip_unreadable=true",
-            details=str(error).splitlines(),
-        ) from error
-    except (ValueError, FileNotFoundError) as error:
-        raise LaunchError(str(error)) from error
+    if cfg.get("name") is not None:  # "byol-${data.dataset}" names the dataset the user chose,
+        cfg.name = str(cfg.name)  # not the 'custom' it is rewritten into below
+    prepare_data_cfg(cfg.data, default_cache_dir())
+    check_custom_images(cfg.data, default_cache_dir())
     if cfg.data.get("format") == "dali":
         raise LaunchError(
             "data.format='dali' is not supported by solo-fgsynth's launcher; "
@@ -172,11 +160,12 @@ def _device_ids(value: Any, accelerator: str) -> list[int]:
 
 
 def _checked_by_solo(step: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a solo-learn step that validates the config (``parse_cfg``, a method's constructor,
-    which checks its ``method_kwargs``); its failed checks become one line naming the value.
+    """Run a solo-learn config check (``parse_cfg``, which runs the method's
+    ``add_and_assert_specific_cfg``); its failed checks become one line naming the value.
 
-    Those steps read nothing but the config, so a ValueError, KeyError or failed assert there is
-    a value the config holds; a bare assert is reported by its condition.
+    Those checks read nothing but the config, so a ValueError, KeyError or failed assert there
+    is a value the config holds; a bare assert is reported by its condition. Nothing else runs
+    under it (building a model, say), so a bug elsewhere stays a traceback.
     """
     try:
         return step(cfg)

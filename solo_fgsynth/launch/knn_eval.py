@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,14 @@ from tqdm import tqdm
 from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import knn_starting_weights
+from solo_fgsynth.checkpoints import load_fitting, read_lightning_state, read_training_recipe
 from solo_fgsynth.launch.common import (
-    _checkpoint_state,
     _classification_datasets,
     _eval_transforms,
-    load_weights_or_refuse,
 )
 from solo_fgsynth.launch.config import (
     GPU_ACCELERATORS,
     LaunchError,
-    _checked_by_solo,
     _checked_copy,
     _method_class,
     _prepare_data,
@@ -35,6 +32,7 @@ from solo_fgsynth.launch.config import (
 from solo_fgsynth.launch.noise import silence_known_noise
 from solo_fgsynth.launch.recipe import follow_recipe
 from solo_fgsynth.metrics import weighted_knn
+from solo_fgsynth.validation import check_choice, check_int, check_number
 
 KNN_DISTANCES = ("euclidean", "cosine")
 KNN_FEATURES = ("backbone", "projector")
@@ -78,28 +76,25 @@ def _knn_grid(cfg: DictConfig) -> tuple[list[int], list[float], list[str], list[
     temperatures = as_list("temperature", [0.07])
     distances = as_list("distance_function", ["cosine"])
     features = as_list("feature_type", ["backbone"])
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise LaunchError(f"k={k!r} is not valid: use positive integers")
-    for t in temperatures:
-        if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
-            raise LaunchError(f"temperature={t!r} is not valid: use positive numbers")
+    ks = [check_int("k", k, 1, error=LaunchError) for k in ks]
+    temperatures = [
+        check_number("temperature", t, 0, low_open=True, error=LaunchError) for t in temperatures
+    ]
     for name, values, allowed in (
         ("distance_function", distances, KNN_DISTANCES),
         ("feature_type", features, KNN_FEATURES),
     ):
         for value in values:
-            if value not in allowed:
-                raise LaunchError(f"{name}={value!r} is not valid: use {' or '.join(allowed)}")
-    return ks, [float(t) for t in temperatures], distances, features
+            check_choice(name, value, allowed, error=LaunchError)
+    return ks, temperatures, distances, features
 
 
 def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
     """The method of ``args.json`` with the checkpoint's weights; refused unless they all fit."""
-    state = _checkpoint_state(ckpt, key)
-    model = _checked_by_solo(_method_class(method_cfg.get("method")), method_cfg)
+    state = read_lightning_state(ckpt, f"{key}={str(ckpt)!r}")
+    model = _method_class(method_cfg.get("method"))(method_cfg)  # a recipe pretraining checked
     misfit = f"{ckpt} does not fit the method its args.json describes"
-    load_weights_or_refuse(model, state, misfit)
+    load_fitting(model, state, misfit, ignore_unexpected=True)
     return model
 
 
@@ -138,10 +133,7 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
     starting_weights = knn_starting_weights(cfg)
     if starting_weights is None:
         ckpt, args_path = _knn_checkpoint(cfg)
-        try:
-            method_cfg = OmegaConf.create(json.loads(args_path.read_text()))
-        except (OSError, ValueError) as error:
-            raise LaunchError(f"{args_path} is not a readable args.json ({error})") from error
+        method_cfg = OmegaConf.create(read_training_recipe(args_path))
         key = "pretrained_feature_extractor"
         if cfg.get("pretrained_feature_extractor") is None:
             key = "the newest checkpoint of pretrained_checkpoint_dir"

@@ -13,12 +13,11 @@ from torch import nn
 
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_backbone
+from solo_fgsynth.checkpoints import backbone_part, load_fitting, read_lightning_state
 from solo_fgsynth.launch.common import (
-    _checkpoint_state,
     _classification_datasets,
     _eval_transforms,
     _fit,
-    load_weights_or_refuse,
 )
 from solo_fgsynth.launch.compat import lightning_devices
 from solo_fgsynth.launch.config import (
@@ -43,12 +42,9 @@ def _linear_backbone(cfg: DictConfig) -> nn.Module:
         return backbone
 
     path = str(cfg.pretrained_feature_extractor)
-    state = _checkpoint_state(path, "pretrained_feature_extractor")
-    weights = {
-        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
-    }
+    weights = backbone_part(read_lightning_state(path, f"pretrained_feature_extractor={path!r}"))
     misfit = f"{path} does not fit backbone {cfg.backbone.name!r}"
-    load_weights_or_refuse(backbone, weights, misfit)
+    load_fitting(backbone, weights, misfit)
     rank_zero_info(f"Loaded {path}")
     return backbone
 

@@ -76,7 +76,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     if cfg.method == "fgsynth":  # its knobs read nothing of the data: checked before it
         from solo_fgsynth.methods.fgsynth import add_fgsynth_cfg
 
-        _checked_by_solo(add_fgsynth_cfg, copy.deepcopy(cfg))
+        add_fgsynth_cfg(copy.deepcopy(cfg))
     _prepare_data(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
@@ -88,7 +88,7 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
         )
     check_online_knn(cfg)
 
-    model = _checked_by_solo(method_class, cfg)
+    model = method_class(cfg)  # parse_cfg checked its config: a failure here is a bug
     init_method_backbones(cfg, model)
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:

@@ -17,8 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from solo_fgsynth._io import read_training_recipe
+from solo_fgsynth.checkpoints import read_training_recipe
 from solo_fgsynth.errors import LaunchError
+from solo_fgsynth.validation import check_bool
 
 ALLOW_OTHER_DATA = "eval.allow_other_data"
 # keys whose difference makes an evaluation about other data than the checkpoint learned from
@@ -86,11 +87,10 @@ def follow_recipe(cfg: DictConfig, recipe_path: Path) -> Followed:
     ``cfg`` is changed in place. The fgmarks knobs fall back to their defaults only where
     neither the config nor the recipe sets them.
     """
-    recipe = read_training_recipe(recipe_path, LaunchError)
+    recipe = read_training_recipe(recipe_path)
     followed = Followed(recipe_path)
     allow_other = OmegaConf.select(cfg, ALLOW_OTHER_DATA, default=False)
-    if not isinstance(allow_other, bool):
-        raise LaunchError(f"{ALLOW_OTHER_DATA}={allow_other!r} is not valid: use true or false")
+    check_bool(ALLOW_OTHER_DATA, allow_other, error=LaunchError)
     for key, theirs in recipe_values(recipe).items():
         ours = _plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
         if ours is None:

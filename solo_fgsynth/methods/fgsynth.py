@@ -6,6 +6,7 @@ solo-learn's training step, optimizer groups, config checks and logging.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from solo.utils.misc import get_rank
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
+from solo_fgsynth.checkpoints import CheckpointError
 from solo_fgsynth.errors import ConfigValueError
 from solo_fgsynth.methods.knobs import check_known_keys
 from solo_fgsynth.methods.pair_images import log_pair_grid
@@ -33,7 +35,8 @@ from solo_fgsynth.synth import (
     frozen_batchnorm_statistics,
     measure_pairs,
 )
-from solo_fgsynth.synth.config import check_choice, check_int_at_least
+from solo_fgsynth.synth.config import check_knobs
+from solo_fgsynth.validation import check_choice, check_int
 
 BASES = ("byol", "simclr", "mocov2plus")
 BASE_METHOD_KEYS = {
@@ -117,31 +120,13 @@ def synthesized_pair_indexes(num_pairs: int, rank: int, device: torch.device) ->
 
 
 def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-    """Validate ``method_kwargs`` of an fgsynth config and fill the documented defaults."""
+    """Validate ``method_kwargs`` of an fgsynth config and fill the documented defaults; a
+    config written for another fgsynth version is refused."""
+    _fill_knobs(cfg)
     kwargs = cfg.method_kwargs
-    base = kwargs.get("base", "byol")
-    check_choice("method_kwargs.base", base, BASES)
-    allowed = set(FGSynthConfig.__dataclass_fields__) | set(ADAPTER_KEYS)
-    allowed |= set(BASE_METHOD_KEYS[base])
-    check_known_keys(kwargs, allowed, f"fgsynth with base {base!r}")
-    synth_values = {key: kwargs[key] for key in FGSynthConfig.__dataclass_fields__ if key in kwargs}
-    try:
-        config = FGSynthConfig(**synth_values)
-    except ValueError as error:
-        raise ValueError(f"method_kwargs.{error}") from None
-    kwargs.base = base
-    for key, value in config.to_dict().items():
-        kwargs[key] = value
-    kwargs.feature_module = checked_feature_module(cfg)
-    every = kwargs.get("log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS)
-    try:
-        check_int_at_least("log_pairs_every_n_epochs", every, 0)
-    except ValueError as error:
-        raise ValueError(f"method_kwargs.{error} (0 turns the pair grid off)") from None
-    kwargs.log_pairs_every_n_epochs = every
     version = kwargs.get("fgsynth_version", FGSYNTH_VERSION)
     if version != FGSYNTH_VERSION:
-        raise ValueError(
+        raise ConfigValueError(
             f"method_kwargs.fgsynth_version={version!r} is not this solo-fgsynth's: it "
             f"implements version {FGSYNTH_VERSION} only (leave the key out)"
         )
@@ -149,19 +134,38 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     return cfg
 
 
-def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
-    """Every fgsynth knob the run uses, defaults included, as saved in checkpoints."""
+def _fill_knobs(cfg: omegaconf.DictConfig) -> None:
+    """Check every knob of ``method_kwargs`` and write the defaults of the unset ones: the one
+    place fgsynth's defaults enter a config."""
     kwargs = cfg.method_kwargs
-    knobs = FGSynthConfig.from_mapping(dict(kwargs)).to_dict()
-    knobs.update(
-        base=kwargs.get("base", "byol"),
-        feature_module=kwargs.get("feature_module")
-        or default_feature_module(str(cfg.backbone.name)),
-        log_pairs_every_n_epochs=kwargs.get(
-            "log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS
-        ),
-    )
-    return knobs
+    base = kwargs.get("base", "byol")
+    check_choice("method_kwargs.base", base, BASES)
+    allowed = set(FGSynthConfig.__dataclass_fields__) | set(ADAPTER_KEYS)
+    allowed |= set(BASE_METHOD_KEYS[base])
+    check_known_keys(kwargs, allowed, f"fgsynth with base {base!r}")
+    knobs = FGSynthConfig().to_dict()
+    knobs.update((key, kwargs[key]) for key in knobs if key in kwargs)
+    check_knobs(knobs, prefix="method_kwargs.")
+    kwargs.base = base
+    for key, value in FGSynthConfig(**knobs).to_dict().items():
+        kwargs[key] = value
+    kwargs.feature_module = checked_feature_module(cfg)
+    every = kwargs.get("log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS)
+    check_int("method_kwargs.log_pairs_every_n_epochs", every, 0, why="0 turns the pair grid off")
+    kwargs.log_pairs_every_n_epochs = every
+
+
+def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
+    """Every fgsynth knob the run uses, defaults included, as saved in checkpoints.
+
+    The defaults are the ones :func:`add_fgsynth_cfg` writes, applied to a copy of ``cfg``
+    (whichever version wrote it: an older checkpoint's knobs are read as they were saved).
+    """
+    cfg = copy.deepcopy(cfg)
+    _fill_knobs(cfg)
+    kwargs = cfg.method_kwargs
+    keys = [*FGSynthConfig.__dataclass_fields__, *ADAPTER_KEYS[:-1]]  # all but the version
+    return {key: kwargs[key] for key in keys}
 
 
 class FGSynthMixin:
@@ -287,7 +291,7 @@ class FGSynthMixin:
         saved = checkpoint.get("fgsynth", {})
         version = saved.get("version", 1)
         if version > FGSYNTH_VERSION:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"this checkpoint was written by fgsynth version {version}; this solo-fgsynth "
                 f"implements version {FGSYNTH_VERSION}: upgrade solo-fgsynth to load it"
             )
@@ -392,11 +396,19 @@ def variant_for(cfg: omegaconf.DictConfig) -> type[FGSynthMixin]:
     return VARIANTS[base]
 
 
-class FGSynthMethod:
-    """The entry registered as ``METHODS['fgsynth']``: builds the variant the config asks for."""
+class FGSynthFactory:
+    """What ``METHODS['fgsynth']`` holds: a documented factory, not a class.
 
-    def __new__(cls, cfg: omegaconf.DictConfig) -> Any:
-        return variant_for(cfg)(cfg)
+    ``method: fgsynth`` names a family, one class per stock base: calling the factory with a
+    config builds the class ``method_kwargs.base`` names (:data:`VARIANTS`), and the two class
+    methods solo-learn's scripts call on a ``METHODS`` entry (the config check, checkpoint
+    loading) are that class's.
+    """
+
+    __name__ = "fgsynth"
+
+    def __call__(self, cfg: omegaconf.DictConfig) -> FGSynthMixin:
+        return variant_for(cfg)(cfg)  # type: ignore[call-arg]
 
     @staticmethod
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
@@ -410,3 +422,6 @@ class FGSynthMethod:
         """Load a checkpoint into the variant ``cfg`` names (as solo-learn's kNN script does)."""
         variant = variant_for(cfg)
         return variant.load_from_checkpoint(path, *args, cfg=cfg, **kwargs)  # type: ignore[attr-defined]
+
+
+fgsynth_method = FGSynthFactory()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from solo_fgsynth.validation import check_bool, check_choice, check_int, check_number
 
 CRITERIA = ("both", "variance", "gradcam", "random")
 COMBINE_MODES = ("union", "intersection")
@@ -21,32 +24,47 @@ tuning sweep, docs/benchmark.md section 4), decoder trained by its own Adam.
 """
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_fraction(name: str, value: float) -> None:
-    """Raise ValueError unless ``value`` is a number in [0, 1]."""
-    if not _is_number(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r} is out of range: allowed is a number in [0, 1]")
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Raise ValueError unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported: allowed are {', '.join(allowed)}")
-
-
-def check_non_negative(name: str, value: float) -> None:
-    """Raise ValueError unless ``value`` is a finite number >= 0."""
-    if not _is_number(value) or not 0.0 <= value < float("inf"):
-        raise ValueError(f"{name}={value!r} is out of range: allowed is a finite number >= 0")
-
-
-def check_int_at_least(name: str, value: int, minimum: int) -> None:
-    """Raise ValueError unless ``value`` is an integer >= ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}={value!r} is out of range: allowed is an integer >= {minimum}")
+def check_knobs(knobs: Mapping[str, Any], prefix: str = "") -> None:
+    """Refuse any knob of a complete knob mapping outside what is allowed, naming it as
+    ``prefix`` + its name (``method_kwargs.`` in a solo-learn config)."""
+    for name in ("var_fraction", "cam_fraction", "synth_fraction"):
+        check_number(f"{prefix}{name}", knobs[name], 0, 1)
+    check_choice(f"{prefix}criterion", knobs["criterion"], CRITERIA)
+    check_choice(f"{prefix}combine", knobs["combine"], COMBINE_MODES)
+    check_choice(f"{prefix}perturbation", knobs["perturbation"], PERTURBATIONS)
+    check_choice(f"{prefix}cam_ranking", knobs["cam_ranking"], CAM_RANKINGS)
+    check_number(f"{prefix}alpha", knobs["alpha"], 0)
+    check_number(f"{prefix}nu", knobs["nu"], 0)
+    if knobs["perturbation"] == "noise":
+        check_number(
+            f"{prefix}strength",
+            knobs["strength"],
+            0,
+            low_open=True,
+            why="for perturbation 'noise': the noise std in units of each dim's tracked std",
+        )
+    else:
+        check_number(
+            f"{prefix}strength",
+            knobs["strength"],
+            0,
+            1,
+            low_open=True,
+            why=f"for perturbation {knobs['perturbation']!r}: the weight of the other sample",
+        )
+    check_number(f"{prefix}ema_momentum", knobs["ema_momentum"], 0, 1, high_open=True)
+    check_int(f"{prefix}synth_start_epoch", knobs["synth_start_epoch"], 0)
+    check_int(f"{prefix}decoder_width", knobs["decoder_width"], 8)
+    check_int(f"{prefix}decoder_warmup_steps", knobs["decoder_warmup_steps"], 0)
+    check_number(
+        f"{prefix}decoder_lr",
+        knobs["decoder_lr"],
+        0,
+        low_open=True,
+        why="the decoder's own Adam rate",
+    )
+    check_bool(f"{prefix}synth_grad_to_decoder", knobs["synth_grad_to_decoder"])
+    check_bool(f"{prefix}recon_to_encoder", knobs["recon_to_encoder"])
 
 
 @dataclass(frozen=True)
@@ -76,43 +94,7 @@ class FGSynthConfig:
     recon_to_encoder: bool = False
 
     def __post_init__(self) -> None:
-        check_fraction("var_fraction", self.var_fraction)
-        check_fraction("cam_fraction", self.cam_fraction)
-        check_fraction("synth_fraction", self.synth_fraction)
-        check_choice("criterion", self.criterion, CRITERIA)
-        check_choice("combine", self.combine, COMBINE_MODES)
-        check_choice("perturbation", self.perturbation, PERTURBATIONS)
-        check_choice("cam_ranking", self.cam_ranking, CAM_RANKINGS)
-        check_non_negative("alpha", self.alpha)
-        check_non_negative("nu", self.nu)
-        if not _is_number(self.strength):
-            raise ValueError(f"strength={self.strength!r} is not a number")
-        if self.perturbation == "noise":
-            if not 0.0 < self.strength < float("inf"):
-                raise ValueError(
-                    f"strength={self.strength!r} is out of range for perturbation 'noise': "
-                    "allowed is a finite number > 0 (noise std in units of each dim's tracked std)"
-                )
-        elif not 0.0 < self.strength <= 1.0:
-            raise ValueError(
-                f"strength={self.strength!r} is out of range for perturbation "
-                f"{self.perturbation!r}: allowed is (0, 1] (the weight of the other sample)"
-            )
-        if not _is_number(self.ema_momentum) or not 0.0 <= self.ema_momentum < 1.0:
-            raise ValueError(
-                f"ema_momentum={self.ema_momentum!r} is out of range: allowed is [0, 1)"
-            )
-        check_int_at_least("synth_start_epoch", self.synth_start_epoch, 0)
-        check_int_at_least("decoder_width", self.decoder_width, 8)
-        check_int_at_least("decoder_warmup_steps", self.decoder_warmup_steps, 0)
-        if not _is_number(self.decoder_lr) or not 0.0 < self.decoder_lr < float("inf"):
-            raise ValueError(
-                f"decoder_lr={self.decoder_lr!r} is out of range: allowed is a finite number > 0 "
-                "(the decoder's own Adam rate)"
-            )
-        for name in ("synth_grad_to_decoder", "recon_to_encoder"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not a boolean")
+        check_knobs(asdict(self))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> FGSynthConfig:

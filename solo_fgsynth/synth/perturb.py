@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from solo_fgsynth.synth.config import PERTURBATIONS, check_choice
+from solo_fgsynth.synth.config import PERTURBATIONS
+from solo_fgsynth.validation import check_choice
 
 
 def partner_indices(

@@ -7,13 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from solo_fgsynth.synth.config import (
-    CAM_RANKINGS,
-    COMBINE_MODES,
-    CRITERIA,
-    check_choice,
-    check_fraction,
-)
+from solo_fgsynth.synth.config import CAM_RANKINGS, COMBINE_MODES, CRITERIA
+from solo_fgsynth.validation import check_choice, check_number
 
 
 @dataclass(frozen=True)
@@ -40,7 +35,7 @@ class Selection:
 
 def lowest_fraction_mask(scores: Tensor, fraction: float) -> Tensor:
     """Boolean mask of the ``round(fraction * C)`` dimensions with the lowest scores."""
-    check_fraction("fraction", fraction)
+    check_number("fraction", fraction, 0, 1)
     count = round(fraction * scores.numel())
     mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
     if count > 0:

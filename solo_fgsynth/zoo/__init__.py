@@ -33,12 +33,13 @@ from solo_fgsynth.zoo.manifest import (
 
 if TYPE_CHECKING:
     from solo_fgsynth.zoo.export import ExportResult, export_checkpoint, write_cards
-    from solo_fgsynth.zoo.loader import load, load_into_solo
+    from solo_fgsynth.zoo.loader import eval_transform, load, load_into_solo
 
 _NEED_TORCH = {
     "ExportResult": "export",
     "export_checkpoint": "export",
     "write_cards": "export",
+    "eval_transform": "loader",
     "load": "loader",
     "load_into_solo": "loader",
 }
@@ -79,6 +80,7 @@ __all__ = [
     "ZooEntry",
     "ZooError",
     "cache_dir",
+    "eval_transform",
     "export_checkpoint",
     "fetch",
     "get_entry",

@@ -49,6 +49,8 @@ def render_card(entry: ZooEntry) -> str:
         f"| backbone | {backbone.library} `{backbone.arch}`, {stem} |",
         f"| dataset | {entry.dataset} |",
         f"| crop size | {entry.crop_size} px |",
+        f"| normalisation | mean {_triple(entry.mean)}, std {_triple(entry.std)} |",
+        f"| head keys | {', '.join(entry.head) or 'none (backbone only)'} |",
         f"| license | {entry.license} |",
         f"| date | {entry.date} |",
         "",
@@ -98,3 +100,7 @@ def render_card(entry: ZooEntry) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _triple(values: tuple[float, float, float]) -> str:
+    return "(" + ", ".join(f"{value:g}" for value in values) + ")"

@@ -7,13 +7,10 @@ describing and downloading start at once.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from solo_fgsynth.errors import report_user_error
 from solo_fgsynth.zoo.card import format_size, method_label, render_card
 from solo_fgsynth.zoo.download import CACHE_ENV, DEFAULT_RETRIES, OFFLINE_ENV, fetch_entry
-from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import DEFAULT_LICENSE, MANIFEST_ENV, Manifest, validate_metrics
 
 _COLUMNS = ("NAME", "METHOD", "BACKBONE", "DATASET", "CROP", "LINEAR@1", "KNN@1", "mAP", "SIZE")
@@ -186,10 +183,7 @@ _COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one zoo subcommand; a zoo error is one line and exit code 2."""
-    args = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return _COMMANDS[args.command](args)
-    except ZooError as error:
-        return report_user_error(f"zoo {args.command}", error)
+def main(argv: Sequence[str]) -> int:
+    """Run one zoo subcommand; its errors are reported by ``solo-fgsynth``'s entry point."""
+    args = _build_parser().parse_args(list(argv))
+    return _COMMANDS[args.command](args)

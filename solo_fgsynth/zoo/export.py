@@ -11,16 +11,15 @@ import datetime as dt
 import hashlib
 import json
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from solo_fgsynth._io import atomic_write_bytes, atomic_write_text, read_training_recipe
+from solo_fgsynth._io import atomic_write_bytes, atomic_write_text
 from solo_fgsynth.backbones import BACKBONES
+from solo_fgsynth.checkpoints import read_method_backbone, read_training_recipe
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.zoo.card import render_card
 from solo_fgsynth.zoo.errors import ZooError
 from solo_fgsynth.zoo.manifest import (
@@ -85,32 +84,6 @@ def parse_metric(text: str) -> tuple[str, float]:
     if not sep or number is None:
         raise ZooError(f"metric {text!r} must look like KEY=NUMBER, e.g. linear_top1=61.3")
     return key.strip(), number
-
-
-def _backbone_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ZooError(f"checkpoint not found: {ckpt_path}") from None
-    except (pickle.UnpicklingError, RuntimeError, OSError) as error:
-        raise ZooError(
-            f"cannot read checkpoint {ckpt_path} as tensors only (weights_only=True): {error}"
-        ) from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, Mapping):
-        raise ZooError(f"{ckpt_path} is not a Lightning checkpoint: it has no 'state_dict'")
-    backbone = {
-        key.removeprefix("backbone."): value
-        for key, value in state.items()
-        if key.startswith("backbone.")
-    }
-    if not backbone:
-        sample = ", ".join(list(state)[:8])
-        raise ZooError(
-            f"{ckpt_path} has no 'backbone.*' weights (a solo-learn method checkpoint has them); "
-            f"its first keys are: {sample}"
-        )
-    return backbone
 
 
 def _recipe_field(recipe: dict[str, Any], dotted: str, args_path: Path) -> Any:
@@ -201,8 +174,8 @@ def export_checkpoint(
     if name in zoo.names() and not replace:
         raise ZooError(f"entry {name!r} already exists in {zoo.path}; use --replace to overwrite")
     args_file = Path(args_path).resolve() if args_path else ckpt_path.parent / "args.json"
-    recipe = read_training_recipe(args_file, ZooError)
-    state = _backbone_state(ckpt_path)
+    recipe = read_training_recipe(args_file)
+    state = read_method_backbone(ckpt_path)
 
     solo_name = _recipe_field(recipe, "backbone.name", args_file)
     if solo_name in PLUGIN_BACKBONES:
@@ -228,6 +201,8 @@ def export_checkpoint(
         except ZooError as error:
             raise ZooError(f"{error}; name the wrapped method with --base-method") from None
 
+    _recipe_field(recipe, "augmentations.0.crop_size", args_file)
+    view = EvalView.of(recipe["augmentations"][0])
     data = serialize_backbone(state, spec)
     zoo_dir = _default_dirs(zoo.path)
     weights_dir = weights_dir or default_weights_dir(zoo.path, len(data))
@@ -241,7 +216,10 @@ def export_checkpoint(
             "base_method": base_method,
             "backbone": spec.to_dict(),
             "dataset": _dataset_name(recipe, args_file),
-            "crop_size": _recipe_field(recipe, "augmentations.0.crop_size", args_file),
+            "crop_size": view.crop_size,
+            "mean": list(view.mean),
+            "std": list(view.std),
+            "head": [],  # the file holds the backbone alone
             "metrics": dict(metrics or {}),
             "size_bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision import transforms
 
+from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.errors import concise_user_errors
 from solo_fgsynth.zoo.download import DEFAULT_RETRIES, fetch_entry
 from solo_fgsynth.zoo.errors import ZooError
@@ -51,6 +53,14 @@ def load(
     check_state(model, state, f"weights file {path} of {name!r}")
     model.load_state_dict(state)
     return model.eval()
+
+
+@concise_user_errors
+def eval_transform(name: str, *, manifest: str | Path | None = None) -> transforms.Compose:
+    """The deterministic view entry ``name``'s features are meant to be read with: its crop
+    size and the normalisation it was trained with, as its manifest entry records them."""
+    entry = Manifest.load(manifest).get(name)
+    return EvalView(entry.crop_size, entry.mean, entry.std).transform()
 
 
 @concise_user_errors

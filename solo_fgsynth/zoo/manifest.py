@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from solo_fgsynth._io import atomic_write_text
+from solo_fgsynth.validation import check_number
 from solo_fgsynth.zoo.errors import ManifestError, UnknownModelError
 
 SCHEMA_VERSION = 1
@@ -82,6 +83,9 @@ class ZooEntry:
     backbone: BackboneSpec
     dataset: str
     crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    head: tuple[str, ...]
     metrics: dict[str, float]
     size_bytes: int
     sha256: str
@@ -105,6 +109,9 @@ class ZooEntry:
             "backbone": self.backbone.to_dict(),
             "dataset": self.dataset,
             "crop_size": self.crop_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "head": list(self.head),
             "metrics": dict(self.metrics),
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
@@ -130,6 +137,9 @@ class ZooEntry:
             "backbone",
             "dataset",
             "crop_size",
+            "mean",
+            "std",
+            "head",
             "metrics",
             "size_bytes",
             "sha256",
@@ -149,6 +159,9 @@ class ZooEntry:
             backbone=_backbone(data.get("backbone"), where),
             dataset=_require(data, "dataset", str, where),
             crop_size=_positive_int(data, "crop_size", where),
+            mean=_channel_stats(data, "mean", where),
+            std=_channel_stats(data, "std", where, positive=True),
+            head=_head(data.get("head"), where),
             metrics=validate_metrics(_require(data, "metrics", dict, where), where),
             size_bytes=_positive_int(data, "size_bytes", where),
             sha256=_sha256(data, where),
@@ -205,6 +218,35 @@ def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ManifestError(f"{where}: field {key!r} must be a positive integer, got {value!r}")
     return value
+
+
+def _channel_stats(
+    data: dict[str, Any], key: str, where: str, positive: bool = False
+) -> tuple[float, float, float]:
+    """The per-channel normalisation the weights were trained with (RGB, images in [0, 1])."""
+    value = data.get(key)
+    if not isinstance(value, list) or len(value) != 3:
+        raise ManifestError(f"{where}: field {key!r} must be a list of 3 numbers, got {value!r}")
+    low = "a positive" if positive else "a"
+    for number in value:
+        check_number(
+            f"{where}: field {key!r} item",
+            number,
+            0 if positive else None,
+            low_open=positive,
+            why=f"{low} per-channel value",
+            error=ManifestError,
+        )
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _head(value: Any, where: str) -> tuple[str, ...]:
+    """Key prefixes of the file's classifier head (empty for a backbone-only file)."""
+    if not isinstance(value, list) or not all(isinstance(key, str) and key for key in value):
+        raise ManifestError(
+            f"{where}: field 'head' must be a list of key prefixes (empty: no head), got {value!r}"
+        )
+    return tuple(value)
 
 
 def _sha256(data: dict[str, Any], where: str) -> str:

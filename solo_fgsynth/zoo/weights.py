@@ -17,8 +17,8 @@ import torch
 import torchvision
 from torch import nn
 
-from solo_fgsynth._keys import key_problems
 from solo_fgsynth.backbones import BACKBONES
+from solo_fgsynth.checkpoints import fit_problems, read_checkpoint, state_of
 from solo_fgsynth.zoo.errors import ManifestError, WeightsMismatchError
 from solo_fgsynth.zoo.manifest import BackboneSpec
 
@@ -105,29 +105,13 @@ def read_backbone(path: Path, spec: BackboneSpec) -> dict[str, torch.Tensor]:
     if wrong:
         detail = ", ".join(f"{k}: file {f!r} vs manifest {m!r}" for k, (f, m) in wrong.items())
         raise WeightsMismatchError(f"{path} was written for another backbone ({detail})")
-    return safetensors.torch.load_file(str(path), device="cpu")
+    return state_of(read_checkpoint(path))
 
 
 def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise :class:`WeightsMismatchError` naming every missing, unexpected or mis-shaped key."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        key
-        for key in set(expected) & set(state)
-        if tuple(expected[key].shape) != tuple(state[key].shape)
-    )
-    if not (missing or unexpected or shapes):
-        return
-    mismatched = [
-        f"{k} file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in shapes
-    ]
-    problems = key_problems(missing, unexpected, mismatched)
-    if "conv1.weight" in shapes:
-        problems.append(
-            "conv1 differs: the file and the model disagree on the small-crop (cifar) stem"
+    problems = fit_problems(model.state_dict(), state)
+    if problems:
+        raise WeightsMismatchError(
+            f"{what} does not fit {type(model).__name__}: " + "; ".join(problems)
         )
-    raise WeightsMismatchError(
-        f"{what} does not fit {type(model).__name__}: " + "; ".join(problems)
-    )
