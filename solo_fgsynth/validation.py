@@ -8,8 +8,9 @@ caller names its own :class:`~solo_fgsynth.errors.UserError` subclass.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from numbers import Integral, Real
 from typing import Any
 
@@ -106,14 +107,20 @@ def check_bool(key: str, value: object, *, error: type[UserError] = ConfigValueE
 
 
 def check_known_keys(
-    where: str,
-    given: Mapping[str, Any],
+    given: Iterable[str],
     allowed: Iterable[str],
+    owner: str,
+    prefix: str = "",
     *,
     error: type[UserError] = ConfigValueError,
 ) -> None:
-    """Refuse keys of ``given`` that are not ``allowed``, naming them and the allowed ones."""
-    allowed = list(allowed)
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise error(f"unknown {where} option(s) {unknown}; allowed: {allowed}")
+    """Refuse a key of ``given`` that is not a knob of ``owner``, naming the closest knob and
+    every allowed one; ``prefix`` is where the keys live in the config (``method_kwargs.``)."""
+    allowed = sorted(allowed)
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise error(
+                f"{prefix}{key} is not a knob of {owner}{hint}; allowed are {', '.join(allowed)}"
+            )

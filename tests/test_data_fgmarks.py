@@ -166,7 +166,8 @@ def test_from_mapping_rejects_unknown_knobs_and_bad_splits() -> None:
     assert FGMarksConfig.from_mapping({"num_classes": 8}).num_classes == 8
     assert FGMarksConfig.from_mapping(None) == FGMarksConfig()
     with pytest.raises(
-        ValueError, match=r"unknown data\.fgmarks option\(s\) \['classes'\]; allowed"
+        ValueError,
+        match=r"data\.fgmarks\.classes is not a knob of fgmarks \(did you mean 'num_classes'\?\)",
     ):
         FGMarksConfig.from_mapping({"classes": 8})
     with pytest.raises(

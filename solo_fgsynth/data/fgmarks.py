@@ -92,7 +92,8 @@ class FGMarksConfig:
         """Config from a mapping of knob names (e.g. a yaml node); unknown keys are errors, and a
         knob set to None (yaml ``null``) takes its default."""
         knobs = {name: value for name, value in dict(knobs or {}).items() if value is not None}
-        check_known_keys("data.fgmarks", knobs, [field.name for field in dataclasses.fields(cls)])
+        allowed = [field.name for field in dataclasses.fields(cls)]
+        check_known_keys(knobs, allowed, "fgmarks", prefix="data.fgmarks.")
         return cls(**knobs)
 
     def per_class(self, split: str) -> int:
