@@ -83,19 +83,25 @@ def _quiet_solo_import() -> Iterator[None]:
 
 
 def register_methods() -> None:
-    """Add ``fgsynth`` and ``supervised`` to ``solo.methods.METHODS`` and the plugin's backbones
-    to solo-learn's backbone table, so ``backbone.name: resnet18_small`` works for every method
-    (idempotent)."""
+    """Add ``fgsynth``, ``supervised`` and the peers ``lcr``, ``directpred`` and ``ssole`` to
+    ``solo.methods.METHODS`` and the plugin's backbones to solo-learn's backbone table, so
+    ``backbone.name: resnet18_small`` works for every method (idempotent)."""
     with _quiet_solo_import():
         from solo.methods import METHODS
         from solo.methods.base import BaseMethod
 
         from solo_fgsynth.backbones import BACKBONES
+        from solo_fgsynth.methods.directpred import DirectPred
         from solo_fgsynth.methods.fgsynth import fgsynth_method
+        from solo_fgsynth.methods.lcr import LCR
+        from solo_fgsynth.methods.ssole import SSOLE
         from solo_fgsynth.methods.supervised import Supervised
 
     METHODS["fgsynth"] = fgsynth_method
     METHODS["supervised"] = Supervised
+    METHODS["lcr"] = LCR
+    METHODS["directpred"] = DirectPred
+    METHODS["ssole"] = SSOLE
     BaseMethod._BACKBONES.update(BACKBONES)
 
 
