@@ -423,3 +423,17 @@ def test_a_bug_in_a_method_constructor_stays_a_traceback(
     with pytest.raises(ValueError, match="an internal bug") as error:
         run_pretrain(cfg)
     assert not isinstance(error.value, UserError)
+
+
+@pytest.mark.solo
+def test_a_missing_checkpoint_is_named_before_its_recipe_is_looked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "nope.ckpt"
+    argv = ["linear", "-cp", str(SCRIPTS / "linear" / "fgmarks"), "-cn", "linear"]
+    code, line, _ = _last_line([*argv, f"pretrained_feature_extractor={ckpt}"], capsys)
+    assert code == 2
+    assert line == (
+        f"solo-fgsynth linear: error: pretrained_feature_extractor='{ckpt}' does not exist "
+        f"(from {Path.cwd()})"
+    )

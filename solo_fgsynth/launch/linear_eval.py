@@ -13,7 +13,12 @@ from torch import nn
 
 from solo_fgsynth._solo import require_solo
 from solo_fgsynth.backbones.config import build_solo_backbone, init_evaluation_backbone
-from solo_fgsynth.checkpoints import backbone_part, load_fitting, read_lightning_state
+from solo_fgsynth.checkpoints import (
+    CheckpointError,
+    backbone_part,
+    load_fitting,
+    read_lightning_state,
+)
 from solo_fgsynth.launch.common import (
     _classification_datasets,
     _eval_transforms,
@@ -54,6 +59,9 @@ def _follow_checkpoint(cfg: DictConfig) -> None:
     checkpoint = OmegaConf.select(
         cfg, "pretrained_feature_extractor", default=None, throw_on_missing=False
     )
+    if checkpoint is not None and not Path(str(checkpoint)).expanduser().exists():
+        what = f"pretrained_feature_extractor={str(checkpoint)!r}"
+        raise CheckpointError(f"{what} does not exist (from {Path.cwd()})")
     recipe = recipe_beside(checkpoint) if checkpoint is not None else None
     if recipe is not None:
         summary = follow_recipe(cfg, recipe).summary()
