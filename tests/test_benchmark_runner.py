@@ -74,6 +74,27 @@ def test_plan_gives_every_cell_the_same_overrides_and_adds_ablations() -> None:
     assert cells[-1]["config_name"] == "fgsynth_byol"
 
 
+def test_optional_methods_run_only_when_named() -> None:
+    preset = dict(TOY_PRESET, optional_methods=["lcr"])
+    assert "lcr" not in [c["cell"] for c in plan_cells(preset, seeds=[0], ablations=[])]
+    cells = plan_cells(preset, seeds=[0, 1], ablations=[], methods=["byol", "lcr"])
+    assert [(c["cell"], c["config_name"], c["seed"]) for c in cells] == [
+        ("byol", "byol", 0),
+        ("byol", "byol", 1),
+        ("lcr", "lcr", 0),
+        ("lcr", "lcr", 1),
+    ]
+    assert cells[2]["overrides"] == cells[0]["overrides"]  # the same budget as the others
+
+
+def test_the_quick_preset_offers_the_peers_against_byol() -> None:
+    preset = load_preset(REPO / "scripts" / "benchmark" / "quick.yaml")
+    assert preset["optional_methods"] == ["lcr", "directpred", "ssole"]
+    assert all(preset["overhead_pairs"][peer] == "byol" for peer in preset["optional_methods"])
+    cells = plan_cells(preset, seeds=[0], ablations=[], methods=["lcr", "directpred", "ssole"])
+    assert [c["config_name"] for c in cells] == ["lcr", "directpred", "ssole"]
+
+
 def test_methods_can_name_single_ablation_cells_without_their_fgsynth_cell() -> None:
     cells = plan_cells(TOY_PRESET, seeds=[0, 1], ablations=[], methods=["fgsynth_byol-random"])
     assert [(c["cell"], c["method"], c["ablation"], c["seed"]) for c in cells] == [

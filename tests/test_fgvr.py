@@ -95,6 +95,7 @@ def test_fgvr_preset_runs_every_method_from_a_local_init_and_quotes_the_publishe
             "fgsynth_simclr",
             "mocov2plus",
             "fgsynth_mocov2plus",
+            "lcr",
         ]
         assert [run["cell"] for run in results["runs"]] == methods
         for run in results["runs"]:

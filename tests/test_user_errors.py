@@ -374,8 +374,21 @@ def test_a_gpu_config_on_a_cpu_machine_is_one_line_naming_the_cpu_overrides_befo
 
 
 @pytest.mark.solo
-def test_a_bad_fgsynth_knob_is_reported_before_any_data_is_generated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("config", "knob"),
+    [
+        ("fgsynth_byol", "strength"),
+        ("lcr", "kl_weight"),
+        ("directpred", "rho"),
+        ("ssole", "lambda_low"),
+    ],
+)
+def test_a_bad_plugin_method_knob_is_reported_before_any_data_is_generated(
+    config: str,
+    knob: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("SOLO_FGSYNTH_DATA_DIR", str(tmp_path / "data"))
     argv = [
@@ -383,14 +396,14 @@ def test_a_bad_fgsynth_knob_is_reported_before_any_data_is_generated(
         "-cp",
         str(SCRIPTS / "pretrain" / "fgmarks"),
         "-cn",
-        "fgsynth_byol",
+        config,
         "accelerator=cpu",
-        "method_kwargs.strength=-1",
+        f"++method_kwargs.{knob}=-1",
         f"checkpoint.dir={tmp_path / 'runs'}",
     ]
     code, line, err = _last_line(argv, capsys)
     assert code == 2
-    assert line.startswith("solo-fgsynth pretrain: error: method_kwargs.strength")
+    assert line.startswith(f"solo-fgsynth pretrain: error: method_kwargs.{knob}=-1 is out of")
     assert err.strip() == line  # no progress bar of data generation before it
     assert not (tmp_path / "data").exists()
 

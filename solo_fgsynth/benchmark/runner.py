@@ -111,14 +111,15 @@ def plan_cells(
     if unknown:
         raise UserError(f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}")
     chosen = preset["methods"] if methods is None else methods
+    allowed = [*preset["methods"], *preset.get("optional_methods", [])]
     ablation_cells = {
         f"{base}-{name}": (base, name) for base in preset["ablation_methods"] for name in known
     }
-    stray = [name for name in chosen if name not in [*preset["methods"], *ablation_cells]]
+    stray = [name for name in chosen if name not in [*allowed, *ablation_cells]]
     if stray:
         raise UserError(
             f"method(s) {', '.join(stray)} not in the preset: allowed are "
-            f"{', '.join(preset['methods'])}, or an ablation cell such as "
+            f"{', '.join(allowed)}, or an ablation cell such as "
             f"{next(iter(ablation_cells), 'fgsynth_byol-random')}"
         )
     single = [ablation_cells[name] for name in chosen if name in ablation_cells]

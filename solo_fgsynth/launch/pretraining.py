@@ -32,6 +32,7 @@ from solo_fgsynth.launch.config import (
     _resolve_devices,
 )
 from solo_fgsynth.launch.noise import silence_known_noise
+from solo_fgsynth.methods.knobs import plugin_knob_check
 
 
 def _auto_umap(cfg: DictConfig) -> list[Callback]:
@@ -73,10 +74,9 @@ def run_pretrain(cfg: DictConfig, extra_callbacks: Iterable[Callback] = ()) -> P
     method_class = _method_class(cfg.method)
     _require_name(cfg)
     _resolve_devices(cfg)  # a config this machine cannot run fails before any data work
-    if cfg.method == "fgsynth":  # its knobs read nothing of the data: checked before it
-        from solo_fgsynth.methods.fgsynth import add_fgsynth_cfg
-
-        add_fgsynth_cfg(copy.deepcopy(cfg))
+    own_knobs = plugin_knob_check(cfg.method)
+    if own_knobs is not None:  # a plugin method's knobs read nothing of the data: checked first
+        own_knobs(copy.deepcopy(cfg))
     _prepare_data(cfg)
     cfg = _checked_by_solo(parse_cfg, cfg)
     lightning_devices(cfg)
