@@ -32,7 +32,8 @@ class UserError(Exception):
 
     def __init__(self, message: str, details: Sequence[str] = ()) -> None:
         super().__init__(message)
-        self.details = tuple(details)
+        if details:  # else the class's own details, if it has any
+            self.details = tuple(details)
 
 
 class ConfigValueError(UserError, ValueError):
