@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from solo_fgsynth._solo import SOLO_INSTALL_HELP, solo_available
 
@@ -64,3 +65,44 @@ class BatchCounter(Callback):
 def batch_counter() -> BatchCounter:
     """A fresh :class:`BatchCounter` for one run."""
     return BatchCounter()
+
+
+def tiny_method_cfg(
+    method: str,
+    method_kwargs: dict,
+    backbone: dict,
+    augmentations: list[dict],
+    batch_size: int,
+    max_epochs: int,
+) -> DictConfig:
+    """A minimal, already-parsed solo-learn config for a method test: SGD, no scheduler, four
+    classes, two large crops (and the small ones ``augmentations`` lists)."""
+    small_crops = sum(view["num_crops"] for view in augmentations[1:])
+    cfg = OmegaConf.create(
+        {
+            "name": "test",
+            "method": method,
+            "backbone": backbone,
+            "data": {
+                "dataset": "custom",
+                "num_large_crops": 2,
+                "num_small_crops": small_crops,
+                "num_classes": 4,
+            },
+            "augmentations": augmentations,
+            "optimizer": {
+                "name": "sgd",
+                "batch_size": batch_size,
+                "lr": 0.05,
+                "classifier_lr": 0.05,
+                "weight_decay": 1e-5,
+                "kwargs": {"momentum": 0.9},
+            },
+            "scheduler": {"name": "none"},
+            "momentum": {"base_tau": 0.99, "final_tau": 0.99},
+            "max_epochs": max_epochs,
+            "method_kwargs": method_kwargs,
+        }
+    )
+    OmegaConf.set_struct(cfg, False)
+    return cfg

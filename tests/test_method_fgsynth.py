@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_method_cfg
 from lightning.pytorch import Callback, LightningModule, Trainer
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 pytestmark = pytest.mark.solo
@@ -35,34 +36,9 @@ def make_cfg(base: str, **method_kwargs: object) -> DictConfig:
     kwargs |= {"pred_hidden_dim": 64} if base == "byol" else {"temperature": 0.2}
     kwargs |= {"queue_size": 4 * BATCH} if base == "mocov2plus" else {}
     kwargs |= {"synth_start_epoch": 0, "decoder_width": 8} | method_kwargs
-    cfg = OmegaConf.create(
-        {
-            "name": "test",
-            "method": "fgsynth",
-            "backbone": {"name": "resnet18"},
-            "data": {
-                "dataset": "custom",
-                "num_large_crops": 2,
-                "num_small_crops": 0,
-                "num_classes": 4,
-            },
-            "augmentations": [{"crop_size": 32, "num_crops": 2}],
-            "optimizer": {
-                "name": "sgd",
-                "batch_size": BATCH,
-                "lr": 0.05,
-                "classifier_lr": 0.05,
-                "weight_decay": 1e-5,
-                "kwargs": {"momentum": 0.9},
-            },
-            "scheduler": {"name": "none"},
-            "momentum": {"base_tau": 0.99, "final_tau": 0.99},
-            "max_epochs": 2,
-            "method_kwargs": kwargs,
-        }
-    )
-    OmegaConf.set_struct(cfg, False)
-    return cfg
+    augmentations = [{"crop_size": 32, "num_crops": 2}]
+    backbone = {"name": "resnet18"}
+    return tiny_method_cfg("fgsynth", kwargs, backbone, augmentations, BATCH, max_epochs=2)
 
 
 def build(cfg: DictConfig):

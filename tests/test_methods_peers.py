@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_method_cfg
 from lightning.pytorch import Callback, LightningModule, Trainer
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 STEPS = 3
@@ -45,34 +46,9 @@ def make_cfg(method: str, small_crops: int = 0, **method_kwargs: object) -> Dict
     augmentations = [{"crop_size": CROP, "num_crops": 2}]
     if small_crops:
         augmentations.append({"crop_size": CROP // 2, "num_crops": small_crops})
-    cfg = OmegaConf.create(
-        {
-            "name": "test",
-            "method": method,
-            "backbone": {"name": "resnet10_small", "kwargs": {"width": 8}},
-            "data": {
-                "dataset": "custom",
-                "num_large_crops": 2,
-                "num_small_crops": small_crops,
-                "num_classes": 4,
-            },
-            "augmentations": augmentations,
-            "optimizer": {
-                "name": "sgd",
-                "batch_size": BATCH,
-                "lr": 0.05,
-                "classifier_lr": 0.05,
-                "weight_decay": 1e-5,
-                "kwargs": {"momentum": 0.9},
-            },
-            "scheduler": {"name": "none"},
-            "momentum": {"base_tau": 0.99, "final_tau": 0.99},
-            "max_epochs": 1,
-            "method_kwargs": KNOBS[method] | method_kwargs,
-        }
-    )
-    OmegaConf.set_struct(cfg, False)
-    return cfg
+    backbone = {"name": "resnet10_small", "kwargs": {"width": 8}}
+    kwargs = KNOBS[method] | method_kwargs
+    return tiny_method_cfg(method, kwargs, backbone, augmentations, BATCH, max_epochs=1)
 
 
 def build(cfg: DictConfig) -> LightningModule:
