@@ -164,8 +164,8 @@ def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
     cfg = copy.deepcopy(cfg)
     _fill_knobs(cfg)
     kwargs = cfg.method_kwargs
-    keys = [*FGSynthConfig.__dataclass_fields__, *ADAPTER_KEYS[:-1]]  # all but the version
-    return {key: kwargs[key] for key in keys}
+    adapter = [key for key in ADAPTER_KEYS if key != "fgsynth_version"]
+    return {key: kwargs[key] for key in [*FGSynthConfig.__dataclass_fields__, *adapter]}
 
 
 class FGSynthMixin:
