@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
 from solo_fgsynth.benchmark.report import (
     markdown_table,
@@ -291,6 +292,9 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
         assert isinstance(pairs[name], float), name
     assert pairs["pair_feature_ratio"] > 0 and pairs["recon_r2_8px"] <= 1.0
     assert set(pairs["eval_mode"]) >= {"recon_r2", "pair_selectivity"}
+    # image | D(z) | D(z') | difference | the fresh decoder's D(z), 32 px tiles
+    with Image.open(out / "cells" / "fgsynth_byol-seed0" / "pairs.png") as picture:
+        assert picture.width == 5 * (32 + 2) + 2
 
     finished = out / "cells" / "byol-seed0" / "result.json"
     stamp = finished.stat().st_mtime_ns

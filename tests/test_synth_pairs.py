@@ -155,6 +155,23 @@ def test_pairs_png_has_one_row_per_image_and_four_columns(tmp_path: Path) -> Non
     assert float(grid.max()) <= 1.0 and float(grid.min()) >= 0.0
 
 
+def test_pairs_png_with_a_reference_has_a_fifth_column_of_those_images() -> None:
+    images, decoded = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    reference = torch.full((2, 3, 8, 8), 2.0)  # 2 * std 0.25 + mean 0.5 = 1.0 in pixels
+    grid = pairs_grid(images, decoded, decoded, [0.5] * 3, [0.25] * 3, reference=reference)
+    assert tuple(grid.shape) == (3, 2 * 10 + 2, 5 * 10 + 2)
+    fifth = grid[:, 2:10, 4 * 10 + 2 : 5 * 10]
+    assert torch.equal(fifth, torch.ones_like(fifth))
+    fourth = grid[:, 2:10, 3 * 10 + 2 : 4 * 10]  # D(z) == D(z'): no difference
+    assert torch.equal(fourth, torch.zeros_like(fourth))
+
+
+def test_pairs_grid_names_a_reference_of_another_shape() -> None:
+    images = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"and the reference \(2, 3, 4, 4\) must have one shape"):
+        pairs_grid(images, images, images, [0.5] * 3, [0.25] * 3, reference=images[..., :4, :4])
+
+
 class Encoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()

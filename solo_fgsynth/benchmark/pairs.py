@@ -4,7 +4,8 @@ Pairs are measured twice, labelled: as training makes them (``train``: the train
 BatchNorm statistics left alone, on validation images under the training augmentation, the
 kind of input the decoder learned from) and on plain validation images through the eval-mode
 backbone (``eval``). ``recon_headroom`` is what a fresh decoder of the same shape reaches at
-8 px on the cell's frozen train-mode features (:func:`decoder_headroom`, budget below).
+8 px on the cell's frozen train-mode features (:func:`fit_fresh_decoder`, budget below); its
+reconstructions are the picture's last column, so a reader sees what the features allow.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from torch.utils.data import Dataset
 from solo_fgsynth._io import atomic_write_bytes
 from solo_fgsynth.synth import (
     FGSynth,
-    decoder_headroom,
+    fit_fresh_decoder,
     frozen_batchnorm_statistics,
     measure_pairs,
     pairs_grid,
+    recon_r2,
     save_pairs_png,
 )
+from solo_fgsynth.synth.measure import GRID_COLUMNS, REFERENCE_COLUMN
+from solo_fgsynth.synth.quality import POOLED_SIZE
 
 MEASURED_IMAGES = 256
 HEADROOM_TRAIN_IMAGES = 2048
@@ -37,6 +41,7 @@ HEADROOM_STEPS = 600
 HEADROOM_LR = 1e-3
 ENCODE_BATCH = MEASURED_IMAGES  # the measured images in one batch, as measure_pairs encodes them
 GRID_ROWS = 8
+PANEL_COLUMNS = (*GRID_COLUMNS, REFERENCE_COLUMN)
 LABEL_HEIGHT = 16
 
 
@@ -73,7 +78,8 @@ def measure_cell_pairs(
 
     ``val_images`` and ``train_images`` are torchvision image folders whose transform is the
     plain eval view (normalised with ImageNet statistics); ``train_view`` is the training
-    augmentation's view (PIL -> normalised tensor). ``pairs.png`` shows the train-mode pairs.
+    augmentation's view (PIL -> normalised tensor). ``pairs.png`` shows the train-mode pairs
+    and, last, the fresh decoder's reconstructions of the same images.
     ``headroom_steps``: the fresh decoder's Adam steps (a preset's ``eval.headroom_steps``).
     """
     synth = synth.cpu().float().eval()
@@ -89,15 +95,16 @@ def measure_cell_pairs(
     eval_mode = measure_pairs(synth, backbone, plain, generator)
     headroom_picks = _spread(train_images, HEADROOM_TRAIN_IMAGES)
     headroom_images = _images(train_images, headroom_picks, train_view)
-    headroom = decoder_headroom(
+    fresh = fit_fresh_decoder(
         _train_mode_features(backbone, headroom_images),
         headroom_images,
-        _train_mode_features(backbone, augmented),
-        augmented,
         width=synth.config.decoder_width,
         steps=headroom_steps,
         lr=HEADROOM_LR,
     )
+    with torch.no_grad():
+        fresh_decoded = fresh(_train_mode_features(backbone, augmented))
+    headroom = recon_r2(fresh_decoded, augmented, POOLED_SIZE)
     backbone.eval()
     rows = np.linspace(0, len(picks) - 1, min(GRID_ROWS, len(picks))).astype(int)
     grid = pairs_grid(
@@ -106,6 +113,7 @@ def measure_cell_pairs(
         train_mode.decoded_perturbed[rows],
         IMAGENET_DEFAULT_MEAN,
         IMAGENET_DEFAULT_STD,
+        reference=fresh_decoded[rows],
     )
     save_pairs_png(grid, png_path)
     numbers = dict(train_mode.numbers())
@@ -138,7 +146,7 @@ def pairs_panel(grids: dict[str, Path], path: Path, min_height: int = 400) -> No
     draw = ImageDraw.Draw(panel)
     left = 0
     for cell, picture in pictures.items():
-        draw.text((left + 2, 2), f"{cell}: image | D(z) | D(z') | difference", fill="black")
+        draw.text((left + 2, 2), f"{cell}: {' | '.join(PANEL_COLUMNS)}", fill="black")
         panel.paste(picture, (left, LABEL_HEIGHT))
         left += picture.width + 8
     buffer = io.BytesIO()

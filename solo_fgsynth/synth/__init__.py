@@ -17,6 +17,7 @@ from solo_fgsynth.synth.gradcam import (
 from solo_fgsynth.synth.measure import (
     PairMeasurement,
     decoder_headroom,
+    fit_fresh_decoder,
     measure_pairs,
     pairs_grid,
     random_mask_like,
@@ -53,6 +54,7 @@ __all__ = [
     "SynthOutput",
     "decoder_headroom",
     "decoder_plan",
+    "fit_fresh_decoder",
     "forward_with_feature_map",
     "frozen_batchnorm_statistics",
     "gradcam_importance",

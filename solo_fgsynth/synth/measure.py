@@ -27,6 +27,7 @@ from solo_fgsynth.synth.quality import (
 from solo_fgsynth.synth.synthesizer import FGSynth
 
 GRID_COLUMNS = ("image", "D(z)", "D(z')", "difference")
+REFERENCE_COLUMN = "fresh D(z)"
 
 
 def pairs_grid(
@@ -35,17 +36,25 @@ def pairs_grid(
     decoded_perturbed: Tensor,
     mean: Sequence[float],
     std: Sequence[float],
+    reference: Tensor | None = None,
 ) -> Tensor:
     """One row per pair: the image, ``D(z)``, ``D(z')`` and their amplified difference.
 
     Inputs are normalized images (N x 3 x H x W); ``mean``/``std`` undo the normalization.
     The difference is ``|D(z) - D(z')|`` averaged over colour, scaled so the largest value in
-    the grid is white: it shows where the pair differs, not how much.
+    the grid is white: it shows where the pair differs, not how much. ``reference`` (e.g. a
+    fresh decoder's reconstruction of the same features) adds a fifth column: what the
+    features allow, beside what the method's decoder makes of them.
     """
-    if not images.shape == decoded.shape == decoded_perturbed.shape:
+    shapes = [images.shape, decoded.shape, decoded_perturbed.shape]
+    if reference is not None:
+        shapes.append(reference.shape)
+    if any(shape != images.shape for shape in shapes):
         raise ValueError(
             f"images {tuple(images.shape)}, D(z) {tuple(decoded.shape)} and D(z') "
-            f"{tuple(decoded_perturbed.shape)} must have one shape"
+            f"{tuple(decoded_perturbed.shape)}"
+            + ("" if reference is None else f" and the reference {tuple(reference.shape)}")
+            + " must have one shape"
         )
     shift = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     spread = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -57,6 +66,8 @@ def pairs_grid(
     difference = difference.mean(dim=1, keepdim=True)
     difference = (difference / difference.max().clamp_min(1e-12)).expand_as(images.cpu())
     columns = [to_pixels(images), to_pixels(decoded), to_pixels(decoded_perturbed), difference]
+    if reference is not None:
+        columns.append(to_pixels(reference))
     tiles = torch.stack(columns, dim=1).flatten(0, 1)
     return make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
 
@@ -143,21 +154,18 @@ def measure_pairs(
     )
 
 
-def decoder_headroom(
+def fit_fresh_decoder(
     train_features: Tensor,
     train_images: Tensor,
-    eval_features: Tensor,
-    eval_images: Tensor,
     width: int,
     steps: int = 600,
     lr: float = 1e-3,
     batch_size: int = 64,
     seed: int = 0,
-) -> float:
-    """``recon_r2_8px`` that a fresh decoder reaches on frozen features: what the features allow.
+) -> FeatureDecoder:
+    """A decoder of the method's shape trained by Adam on frozen features, in eval mode.
 
-    A decoder of the method's shape is trained by Adam (``lr``, ``steps`` batches of
-    ``batch_size`` drawn from the ``train_*`` pairs) and scored on the ``eval_*`` pairs.
+    ``steps`` batches of ``batch_size`` are drawn (seeded) from the ``train_*`` pairs.
     """
     if train_features.shape[0] != train_images.shape[0] or train_features.shape[0] < 1:
         raise ValueError(
@@ -175,6 +183,26 @@ def decoder_headroom(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return decoder.eval()
+
+
+def decoder_headroom(
+    train_features: Tensor,
+    train_images: Tensor,
+    eval_features: Tensor,
+    eval_images: Tensor,
+    width: int,
+    steps: int = 600,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> float:
+    """``recon_r2_8px`` that a fresh decoder reaches on frozen features: what the features allow.
+
+    The decoder is :func:`fit_fresh_decoder`'s on the ``train_*`` pairs, scored on the
+    ``eval_*`` pairs.
+    """
+    decoder = fit_fresh_decoder(train_features, train_images, width, steps, lr, batch_size, seed)
     with torch.no_grad():
         decoded = decoder(eval_features.detach().float())
     return recon_r2(decoded, eval_images, POOLED_SIZE)
