@@ -235,9 +235,12 @@ def test_training_logs_all_terms_and_trains_encoder_and_decoder(base: str, base_
     assert int(model.fgsynth.statistics.variance_updates) == STEPS_PER_EPOCH
 
 
-@pytest.mark.parametrize("base", ["byol", "simclr"])
-def test_the_decoder_is_stepped_by_its_own_adam_never_by_the_ssl_optimizer(base: str) -> None:
-    model = build(make_cfg(base, decoder_lr=0.01, decoder_warmup_steps=2))
+@pytest.mark.parametrize(("base", "schedule"), [("byol", "cosine"), ("simclr", "constant")])
+def test_the_decoder_is_stepped_by_its_own_adam_never_by_the_ssl_optimizer(
+    base: str, schedule: str
+) -> None:
+    cfg = make_cfg(base, decoder_lr=0.01, decoder_warmup_steps=1, decoder_schedule=schedule)
+    model = build(cfg)
     before = [p.detach().clone() for p in model.fgsynth.decoder.parameters()]
     trainer = make_trainer(max_epochs=1)
     trainer.fit(model, loader())
@@ -251,7 +254,10 @@ def test_the_decoder_is_stepped_by_its_own_adam_never_by_the_ssl_optimizer(base:
     assert not ssl_parameters & {id(p) for p in decoder_parameters}
     adam = model.fgsynth.decoder_optimizer.optimizer
     assert all(int(adam.state[p]["step"]) == STEPS_PER_EPOCH for p in decoder_parameters)
-    assert model.fgsynth.decoder_optimizer.lr == pytest.approx(0.01)  # past its 2-step warm-up
+    schedule_of = model.fgsynth.decoder_optimizer
+    assert schedule_of.total_steps == trainer.estimated_stepping_batches == STEPS_PER_EPOCH
+    # past its 1-step warm-up: constant stays at 0.01, the cosine has reached 0 with the run
+    assert schedule_of.lr == pytest.approx(0.01 if schedule == "constant" else 0.0, abs=1e-12)
     assert any(not torch.equal(b, a) for b, a in zip(before, decoder_parameters, strict=True))
     assert all(p.grad is None for p in decoder_parameters)
 
@@ -486,13 +492,13 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     from solo_fgsynth.methods.fgsynth import fgsynth_method
 
     cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
-    assert cfg.method_kwargs.fgsynth_version == 3  # in the config, hence in args.json
+    assert cfg.method_kwargs.fgsynth_version == 4  # in the config, hence in args.json
     trainer = make_trainer(1, max_steps=1)
     trainer.fit(build(cfg), loader())
-    path = tmp_path / "v3.ckpt"
+    path = tmp_path / "v4.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint["fgsynth"]["version"] == 3
+    assert checkpoint["fgsynth"]["version"] == 4
     knobs = checkpoint["fgsynth"]["knobs"]
     assert knobs["strength"] == 0.3 and knobs["cam_ranking"] == "magnitude"
     assert knobs["feature_module"] == "layer4" and knobs["recon_to_encoder"] is False
@@ -518,12 +524,12 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     with pytest.warns(UserWarning, match="resuming an fgsynth version 2 checkpoint"):
         make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v2.ckpt")
 
-    newer = dict(checkpoint, fgsynth={"version": 4, "knobs": knobs})
-    torch.save(newer, tmp_path / "v4.ckpt")
+    newer = dict(checkpoint, fgsynth={"version": 5, "knobs": knobs})
+    torch.save(newer, tmp_path / "v5.ckpt")
     from solo_fgsynth.checkpoints import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"written by fgsynth version 4.*upgrade"):
-        fgsynth_method.load_from_checkpoint(str(tmp_path / "v4.ckpt"), cfg=cfg)
+    with pytest.raises(CheckpointError, match=r"written by fgsynth version 5.*upgrade"):
+        fgsynth_method.load_from_checkpoint(str(tmp_path / "v5.ckpt"), cfg=cfg)
 
 
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:

@@ -123,7 +123,7 @@ def test_decoder_reconstructs_layout_carrying_features_r2_above_half_at_full_res
     train_features, train_images, val_features, val_images = _layout_data()
     torch.manual_seed(0)
     decoder = FeatureDecoder(64, 32, width=16)
-    optimizer = DecoderOptimizer(decoder, lr=1e-3, warmup_steps=0)
+    optimizer = DecoderOptimizer(decoder, lr=1e-3, warmup_steps=0, schedule="constant")
     generator = torch.Generator().manual_seed(0)
     for _ in range(300):
         rows = torch.randint(0, len(train_features), (64,), generator=generator)
@@ -156,7 +156,7 @@ def test_decoder_optimizer_is_adam_with_a_linear_warm_up_on_unscaled_gradients()
     decoder = torch.nn.Linear(3, 2)
     reference = torch.nn.Linear(3, 2)
     reference.load_state_dict(decoder.state_dict())
-    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=3)
+    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=3, schedule="constant")
     adam = torch.optim.Adam(reference.parameters(), lr=0.1)
     x = torch.randn(5, 3)
     for step in range(5):
@@ -173,10 +173,39 @@ def test_decoder_optimizer_is_adam_with_a_linear_warm_up_on_unscaled_gradients()
             assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+def test_decoder_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_step() -> None:
+    decoder = torch.nn.Linear(2, 1)
+    optimizer = DecoderOptimizer(decoder, lr=1.0, warmup_steps=2, total_steps=6)
+    # written out: warm-up (t + 1) / 3, then 0.5 * (1 + cos(pi * (t - 2) / 4)), then 0
+    expected = [1 / 3, 2 / 3, 1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5]
+    expected += [0.5 + 0.5 * math.cos(3 * math.pi / 4), 0.0, 0.0]
+    for rate in expected:
+        assert optimizer.lr == pytest.approx(rate)
+        decoder(torch.ones(1, 2)).sum().backward()
+        assert optimizer.step()
+    resumed = DecoderOptimizer(torch.nn.Linear(2, 1), lr=1.0, warmup_steps=2, total_steps=6)
+    resumed.load_state_dict(DecoderOptimizer(decoder, 1.0, 2, total_steps=6).state_dict())
+    assert resumed.lr == pytest.approx(1 / 3)  # a fresh state restarts the schedule
+    resumed.load_state_dict(optimizer.state_dict())
+    assert resumed.steps_taken == 8 and resumed.lr == 0.0
+
+
+def test_decoder_cosine_schedule_without_the_run_length_refuses_to_step() -> None:
+    decoder = torch.nn.Linear(2, 1)
+    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=0)
+    decoder(torch.ones(1, 2)).sum().backward()
+    with pytest.raises(RuntimeError, match=r"call plan\(total_steps\) \(FGSynth.plan_decoder\)"):
+        optimizer.step()
+    with pytest.raises(ValueError, match=r"total_steps=0: expected an integer >= 1"):
+        optimizer.plan(0)
+    with pytest.raises(ValueError, match=r"schedule='linear': allowed are cosine, constant"):
+        DecoderOptimizer(decoder, lr=0.1, warmup_steps=0, schedule="linear")
+
+
 def test_decoder_optimizer_skips_non_finite_gradients_and_steps_without_any() -> None:
     decoder = torch.nn.Linear(2, 2)
     before = [p.detach().clone() for p in decoder.parameters()]
-    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=0)
+    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=0, total_steps=4)
     assert not optimizer.step()
     (decoder(torch.ones(1, 2)) * float("inf")).sum().backward()
     assert not optimizer.step()

@@ -259,6 +259,14 @@ class FGSynthMixin:
             for name in ("pair_selectivity", "pair_selectivity_control", "reencode_correlation")
         }
 
+    def on_train_start(self) -> None:
+        """The stock hook, then the run's length for the decoder's schedule: one decoder step
+        per training batch (``estimated_stepping_batches`` counts optimizer steps)."""
+        super().on_train_start()  # type: ignore[misc]
+        trainer = self.trainer  # type: ignore[attr-defined]
+        batches = int(trainer.estimated_stepping_batches) * int(trainer.accumulate_grad_batches)
+        self.fgsynth.plan_decoder(max(batches, 1))
+
     def on_train_batch_end(self, outputs: Any, batch: Sequence[Any], batch_idx: int) -> None:
         """After the optimizer step: the stock hook, the decoder's own step, the statistics.
 
@@ -300,7 +308,8 @@ class FGSynthMixin:
                 f"resuming an fgsynth version {version} checkpoint with version "
                 f"{FGSYNTH_VERSION}: the weights and statistics load, but the knobs now mean "
                 "something else (Grad-CAM ranked by the mean per-sample magnitude, noise scaled "
-                "per dimension, the decoder trained by its own Adam at decoder_lr); the rest of "
+                "per dimension, the decoder trained by its own Adam at decoder_lr, decayed by "
+                "decoder_schedule); the rest of "
                 "the run is not the run that was started"
             )
         if "decoder_optimizer" in saved:

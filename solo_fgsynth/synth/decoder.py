@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import torch
@@ -78,26 +79,64 @@ def reconstruction_loss(decoded: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(decoded, target)
 
 
+DECODER_SCHEDULES = ("cosine", "constant")
+
+
 class DecoderOptimizer:
-    """Adam on the decoder alone, with a linear warm-up: the decoder learns at its own rate.
+    """Adam on the decoder alone, linear warm-up, then cosine decay to 0 (or a constant rate).
 
     The SSL optimizer (LARS at the SSL rate, with ``alpha`` scaling ``L_R``'s gradient) starves
     a decoder, which then outputs the mean image; Adam is invariant to that constant scale, as
-    the authors' prototype trains its decoder (Adam 1e-4) apart from the encoder. Call
-    :meth:`step` after the ordinary ``backward()``: it reads the decoder's gradients, steps, and
-    clears them.
+    the authors' prototype trains its decoder (Adam 1e-4) apart from the encoder. At a constant
+    rate the last steps leave the decoder a noisy snapshot (its output offset wanders by about
+    the rate each step, and R² at 8 px pays for every offset); the cosine decay over the run,
+    the shape of the encoder's own schedule, settles it. ``cosine`` needs ``total_steps``
+    (:meth:`plan`) before the first step. Call :meth:`step` after the ordinary ``backward()``:
+    it reads the decoder's gradients, steps, and clears them.
     """
 
-    def __init__(self, decoder: nn.Module, lr: float, warmup_steps: int) -> None:
+    def __init__(
+        self,
+        decoder: nn.Module,
+        lr: float,
+        warmup_steps: int,
+        schedule: str = "cosine",
+        total_steps: int | None = None,
+    ) -> None:
+        if schedule not in DECODER_SCHEDULES:
+            raise ValueError(f"schedule={schedule!r}: allowed are {', '.join(DECODER_SCHEDULES)}")
         self.parameters = [p for p in decoder.parameters() if p.requires_grad]
         self.base_lr = float(lr)
         self.warmup_steps = max(int(warmup_steps), 0)
+        self.schedule = schedule
+        self.total_steps: int | None = None
         self.steps_taken = 0
-        self.optimizer = torch.optim.Adam(self.parameters, lr=self._rate())
+        self.optimizer = torch.optim.Adam(self.parameters, lr=self.base_lr)
+        if total_steps is not None:
+            self.plan(total_steps)
+        self._set_rate()
+
+    def plan(self, total_steps: int) -> None:
+        """The number of decoder steps in the run: where the cosine reaches 0."""
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps={total_steps!r}: expected an integer >= 1")
+        self.total_steps = total_steps
+        self._set_rate()
 
     def _rate(self) -> float:
-        """The base rate ramped linearly over the first ``warmup_steps + 1`` steps."""
-        return self.base_lr * min(1.0, (self.steps_taken + 1) / (self.warmup_steps + 1))
+        """Linear over the first ``warmup_steps + 1`` steps, then the schedule's decay."""
+        step = self.steps_taken
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / (self.warmup_steps + 1)
+        if self.schedule == "constant" or self.total_steps is None:
+            return self.base_lr
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _set_rate(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._rate()
 
     @property
     def lr(self) -> float:
@@ -111,6 +150,12 @@ class DecoderOptimizer:
         A step without gradients, or with a non-finite one (a mixed-precision overflow), is
         skipped. Returns whether the decoder was updated.
         """
+        if self.schedule == "cosine" and self.total_steps is None:
+            raise RuntimeError(
+                "decoder_schedule 'cosine' needs the run's length: call plan(total_steps) "
+                "(FGSynth.plan_decoder) before the first decoder step, or use "
+                "decoder_schedule='constant'"
+            )
         grads = [p.grad for p in self.parameters if p.grad is not None]
         updated = False
         if grads and all(bool(torch.isfinite(g).all()) for g in grads):
@@ -118,17 +163,17 @@ class DecoderOptimizer:
                 torch._foreach_div_(grads, float(grad_scale))
             self.optimizer.step()
             self.steps_taken += 1
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._rate()
+            self._set_rate()
             updated = True
         self.optimizer.zero_grad(set_to_none=True)
         return updated
 
     def state_dict(self) -> dict[str, Any]:
-        """Adam's moments and the warm-up position, for checkpoints."""
+        """Adam's moments and the schedule's position, for checkpoints."""
         return {"optimizer": self.optimizer.state_dict(), "steps_taken": self.steps_taken}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved; the rate follows the restored position."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps_taken = int(state["steps_taken"])
+        self._set_rate()

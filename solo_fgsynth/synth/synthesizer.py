@@ -67,12 +67,12 @@ class SynthOutput:
 class FGSynth(nn.Module):
     """Synthesized pairs that differ only in non-discriminative dimensions.
 
-    Usage in any loop: ``attach`` the module producing the last feature map, run the
-    encoder on the views inside ``capture()``, call the object on ``(z, views, epoch)``,
-    run the pair through the encoder inside :func:`frozen_batchnorm_statistics`, add
-    ``total_loss(...)``, do the ordinary single backward, step the encoder's optimizer (which
-    must not hold the decoder's parameters), then ``step_decoder()`` and
-    ``update_statistics()``.
+    Usage in any loop: ``attach`` the module producing the last feature map, tell
+    ``plan_decoder`` the run's number of steps, run the encoder on the views inside
+    ``capture()``, call the object on ``(z, views, epoch)``, run the pair through the encoder
+    inside :func:`frozen_batchnorm_statistics`, add ``total_loss(...)``, do the ordinary single
+    backward, step the encoder's optimizer (which must not hold the decoder's parameters), then
+    ``step_decoder()`` and ``update_statistics()``.
     """
 
     def __init__(self, feature_dim: int, crop_size: int, config: FGSynthConfig | None = None):
@@ -82,7 +82,10 @@ class FGSynth(nn.Module):
         self.statistics = DimensionStatistics(feature_dim, self.config.ema_momentum)
         self.decoder = FeatureDecoder(feature_dim, crop_size, width=self.config.decoder_width)
         self.decoder_optimizer = DecoderOptimizer(
-            self.decoder, self.config.decoder_lr, self.config.decoder_warmup_steps
+            self.decoder,
+            self.config.decoder_lr,
+            self.config.decoder_warmup_steps,
+            schedule=self.config.decoder_schedule,
         )
         self._tap = FeatureMapTap(
             self.statistics.observe_features,
@@ -104,6 +107,11 @@ class FGSynth(nn.Module):
         """
         with self._tap.capture(grad_scale):
             yield
+
+    def plan_decoder(self, total_steps: int) -> None:
+        """The run's number of decoder steps (one per training step), where the decoder's
+        cosine schedule ends; needed once before the first :meth:`step_decoder`."""
+        self.decoder_optimizer.plan(total_steps)
 
     def step_decoder(self, grad_scale: float = 1.0) -> bool:
         """The decoder's own Adam step on the gradients of this step's backward; clears them.
