@@ -532,6 +532,31 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
         fgsynth_method.load_from_checkpoint(str(tmp_path / "v5.ckpt"), cfg=cfg)
 
 
+def test_evaluation_loads_an_older_versions_checkpoint_and_refuses_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    from solo_fgsynth.errors import ConfigValueError
+    from solo_fgsynth.launch.knn_eval import _trained_model
+    from solo_fgsynth.methods.fgsynth import fgsynth_method
+
+    cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol"))
+    trainer = make_trainer(1, max_steps=1)
+    model = build(cfg)
+    trainer.fit(model, loader())
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    older = copy.deepcopy(cfg)
+    older.method_kwargs.fgsynth_version = 3  # as a version 3 run wrote its args.json
+    loaded = _trained_model(older, path, "pretrained_checkpoint_dir")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert older.method_kwargs.fgsynth_version == 3  # the recipe passed in is left alone
+    newer = copy.deepcopy(cfg)
+    newer.method_kwargs.fgsynth_version = 5
+    with pytest.raises(ConfigValueError, match=r"fgsynth_version=5 is not this solo-fgsynth's"):
+        _trained_model(newer, path, "pretrained_checkpoint_dir")
+
+
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
