@@ -492,13 +492,13 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     from solo_fgsynth.methods.fgsynth import fgsynth_method
 
     cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
-    assert cfg.method_kwargs.fgsynth_version == 4  # in the config, hence in args.json
+    assert cfg.method_kwargs.fgsynth_version == 3  # in the config, hence in args.json
     trainer = make_trainer(1, max_steps=1)
     trainer.fit(build(cfg), loader())
-    path = tmp_path / "v4.ckpt"
+    path = tmp_path / "v3.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint["fgsynth"]["version"] == 4
+    assert checkpoint["fgsynth"]["version"] == 3
     knobs = checkpoint["fgsynth"]["knobs"]
     assert knobs["strength"] == 0.3 and knobs["cam_ranking"] == "magnitude"
     assert knobs["feature_module"] == "layer4" and knobs["recon_to_encoder"] is False
@@ -524,37 +524,12 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     with pytest.warns(UserWarning, match="resuming an fgsynth version 2 checkpoint"):
         make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v2.ckpt")
 
-    newer = dict(checkpoint, fgsynth={"version": 5, "knobs": knobs})
-    torch.save(newer, tmp_path / "v5.ckpt")
+    newer = dict(checkpoint, fgsynth={"version": 4, "knobs": knobs})
+    torch.save(newer, tmp_path / "v4.ckpt")
     from solo_fgsynth.checkpoints import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"written by fgsynth version 5.*upgrade"):
-        fgsynth_method.load_from_checkpoint(str(tmp_path / "v5.ckpt"), cfg=cfg)
-
-
-def test_evaluation_loads_an_older_versions_checkpoint_and_refuses_a_newer_one(
-    tmp_path: Path,
-) -> None:
-    from solo_fgsynth.errors import ConfigValueError
-    from solo_fgsynth.launch.knn_eval import _trained_model
-    from solo_fgsynth.methods.fgsynth import fgsynth_method
-
-    cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol"))
-    trainer = make_trainer(1, max_steps=1)
-    model = build(cfg)
-    trainer.fit(model, loader())
-    path = tmp_path / "run.ckpt"
-    trainer.save_checkpoint(path)
-    older = copy.deepcopy(cfg)
-    older.method_kwargs.fgsynth_version = 3  # as a version 3 run wrote its args.json
-    loaded = _trained_model(older, path, "pretrained_checkpoint_dir")
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor), name
-    assert older.method_kwargs.fgsynth_version == 3  # the recipe passed in is left alone
-    newer = copy.deepcopy(cfg)
-    newer.method_kwargs.fgsynth_version = 5
-    with pytest.raises(ConfigValueError, match=r"fgsynth_version=5 is not this solo-fgsynth's"):
-        _trained_model(newer, path, "pretrained_checkpoint_dir")
+    with pytest.raises(CheckpointError, match=r"written by fgsynth version 4.*upgrade"):
+        fgsynth_method.load_from_checkpoint(str(tmp_path / "v4.ckpt"), cfg=cfg)
 
 
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:

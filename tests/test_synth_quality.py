@@ -175,7 +175,7 @@ def test_decoder_optimizer_is_adam_with_a_linear_warm_up_on_unscaled_gradients()
 
 def test_decoder_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_step() -> None:
     decoder = torch.nn.Linear(2, 1)
-    optimizer = DecoderOptimizer(decoder, lr=1.0, warmup_steps=2, total_steps=6)
+    optimizer = DecoderOptimizer(decoder, 1.0, warmup_steps=2, schedule="cosine", total_steps=6)
     # written out: warm-up (t + 1) / 3, then 0.5 * (1 + cos(pi * (t - 2) / 4)), then 0
     expected = [1 / 3, 2 / 3, 1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5]
     expected += [0.5 + 0.5 * math.cos(3 * math.pi / 4), 0.0, 0.0]
@@ -183,8 +183,8 @@ def test_decoder_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_ste
         assert optimizer.lr == pytest.approx(rate)
         decoder(torch.ones(1, 2)).sum().backward()
         assert optimizer.step()
-    resumed = DecoderOptimizer(torch.nn.Linear(2, 1), lr=1.0, warmup_steps=2, total_steps=6)
-    resumed.load_state_dict(DecoderOptimizer(decoder, 1.0, 2, total_steps=6).state_dict())
+    resumed = DecoderOptimizer(torch.nn.Linear(2, 1), 1.0, 2, schedule="cosine", total_steps=6)
+    resumed.load_state_dict(DecoderOptimizer(decoder, 1.0, 2, "cosine", 6).state_dict())
     assert resumed.lr == pytest.approx(1 / 3)  # a fresh state restarts the schedule
     resumed.load_state_dict(optimizer.state_dict())
     assert resumed.steps_taken == 8 and resumed.lr == 0.0
@@ -192,13 +192,13 @@ def test_decoder_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_ste
 
 def test_decoder_cosine_schedule_without_the_run_length_refuses_to_step() -> None:
     decoder = torch.nn.Linear(2, 1)
-    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=0)
+    optimizer = DecoderOptimizer(decoder, lr=0.1, warmup_steps=0, schedule="cosine")
     decoder(torch.ones(1, 2)).sum().backward()
     with pytest.raises(RuntimeError, match=r"call plan\(total_steps\) \(FGSynth.plan_decoder\)"):
         optimizer.step()
     with pytest.raises(ValueError, match=r"total_steps=0: expected an integer >= 1"):
         optimizer.plan(0)
-    with pytest.raises(ValueError, match=r"schedule='linear': allowed are cosine, constant"):
+    with pytest.raises(ValueError, match=r"schedule='linear': allowed are constant, cosine"):
         DecoderOptimizer(decoder, lr=0.1, warmup_steps=0, schedule="linear")
 
 

@@ -134,25 +134,6 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     return cfg
 
 
-OLDEST_LOADABLE_VERSION = 3
-"""The oldest fgsynth version whose checkpoints hold exactly this version's modules and buffers."""
-
-
-def recipe_for_weights(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-    """A copy of a checkpoint's recipe (its args.json) that builds the model its weights fit.
-
-    Evaluation loads weights only, and versions since :data:`OLDEST_LOADABLE_VERSION` share
-    every module, so such an older ``fgsynth_version`` is dropped; a newer one stays and is
-    refused as usual.
-    """
-    cfg = copy.deepcopy(cfg)
-    kwargs = cfg.get("method_kwargs") or {}
-    version = kwargs.get("fgsynth_version", FGSYNTH_VERSION)
-    if isinstance(version, int) and OLDEST_LOADABLE_VERSION <= version < FGSYNTH_VERSION:
-        del cfg.method_kwargs["fgsynth_version"]
-    return cfg
-
-
 def _fill_knobs(cfg: omegaconf.DictConfig) -> None:
     """Check every knob of ``method_kwargs`` and write the defaults of the unset ones: the one
     place fgsynth's defaults enter a config."""
@@ -327,8 +308,7 @@ class FGSynthMixin:
                 f"resuming an fgsynth version {version} checkpoint with version "
                 f"{FGSYNTH_VERSION}: the weights and statistics load, but the knobs now mean "
                 "something else (Grad-CAM ranked by the mean per-sample magnitude, noise scaled "
-                "per dimension, the decoder trained by its own Adam at decoder_lr, decayed by "
-                "decoder_schedule); the rest of "
+                "per dimension, the decoder trained by its own Adam at decoder_lr); the rest of "
                 "the run is not the run that was started"
             )
         if "decoder_optimizer" in saved:

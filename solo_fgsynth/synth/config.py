@@ -13,16 +13,16 @@ CRITERIA = ("both", "variance", "gradcam", "random")
 COMBINE_MODES = ("union", "intersection")
 PERTURBATIONS = ("noise", "shuffle", "interpolate")
 CAM_RANKINGS = ("magnitude", "signed", "positive")
-FGSYNTH_VERSION = 4
+FGSYNTH_VERSION = 3
 """Version of what the knobs mean; stored in checkpoints so older ones are recognised.
 
 1: noise scaled by each selected dimension's own std, signed Grad-CAM ranking, pair forward
 updating BatchNorm statistics. 2: noise in units of the median tracked std, Grad-CAM ranked by
-the magnitude of the batch-mean contribution, decoder trained by the SSL optimizer. 3: Grad-CAM
-ranked by the mean per-sample magnitude, noise scaled by each dimension's own std, interpolate
-by default (chosen by the v2 tuning sweep, docs/benchmark.md section 4), decoder trained by its
-own Adam at a constant rate after warm-up. 4: the current meaning (the README's knob table): as
-3, with the decoder's rate decayed by a cosine over the run (``decoder_schedule``).
+the magnitude of the batch-mean contribution, decoder trained by the SSL optimizer. 3: the
+current meaning (see the README's knob table): Grad-CAM ranked by the mean per-sample
+magnitude, noise scaled by each dimension's own std, interpolate by default (chosen by the v2
+tuning sweep, docs/benchmark.md section 4), decoder trained by its own Adam (at a constant rate
+after warm-up unless ``decoder_schedule`` says cosine).
 """
 
 
@@ -92,7 +92,7 @@ class FGSynthConfig:
     decoder_width: int = 16
     decoder_lr: float = 1e-3
     decoder_warmup_steps: int = 50
-    decoder_schedule: str = "cosine"
+    decoder_schedule: str = "constant"
     ema_momentum: float = 0.99
     synth_grad_to_decoder: bool = False
     recon_to_encoder: bool = False

@@ -79,19 +79,20 @@ def reconstruction_loss(decoded: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(decoded, target)
 
 
-DECODER_SCHEDULES = ("cosine", "constant")
+DECODER_SCHEDULES = ("constant", "cosine")
 
 
 class DecoderOptimizer:
-    """Adam on the decoder alone, linear warm-up, then cosine decay to 0 (or a constant rate).
+    """Adam on the decoder alone, linear warm-up, then a constant rate (or a cosine decay to 0).
 
     The SSL optimizer (LARS at the SSL rate, with ``alpha`` scaling ``L_R``'s gradient) starves
     a decoder, which then outputs the mean image; Adam is invariant to that constant scale, as
     the authors' prototype trains its decoder (Adam 1e-4) apart from the encoder. At a constant
     rate the last steps leave the decoder a noisy snapshot (its output offset wanders by about
-    the rate each step, and R² at 8 px pays for every offset); the cosine decay over the run,
-    the shape of the encoder's own schedule, settles it. ``cosine`` needs ``total_steps``
-    (:meth:`plan`) before the first step. Call :meth:`step` after the ordinary ``backward()``:
+    the rate each step, and R² at 8 px pays for every offset); a cosine decay over the run,
+    the shape of the encoder's own schedule, settles it (docs/benchmark.md, section 4, says
+    what the tuning data chose). ``cosine`` needs ``total_steps`` (:meth:`plan`) before the
+    first step. Call :meth:`step` after the ordinary ``backward()``:
     it reads the decoder's gradients, steps, and clears them.
     """
 
@@ -100,7 +101,7 @@ class DecoderOptimizer:
         decoder: nn.Module,
         lr: float,
         warmup_steps: int,
-        schedule: str = "cosine",
+        schedule: str = "constant",
         total_steps: int | None = None,
     ) -> None:
         if schedule not in DECODER_SCHEDULES:
