@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from solo_fgsynth.validation import check_choice, check_int
+
 MIN_BASE, MAX_BASE = 4, 7
 
 
@@ -92,8 +94,8 @@ class DecoderOptimizer:
     the rate each step, and R² at 8 px pays for every offset); a cosine decay over the run,
     the shape of the encoder's own schedule, settles it (docs/benchmark.md, section 4, says
     what the tuning data chose). ``cosine`` needs ``total_steps`` (:meth:`plan`) before the
-    first step. Call :meth:`step` after the ordinary ``backward()``:
-    it reads the decoder's gradients, steps, and clears them.
+    first step. Call :meth:`step` after the ordinary ``backward()``: it reads the decoder's
+    gradients, steps, and clears them.
     """
 
     def __init__(
@@ -104,12 +106,10 @@ class DecoderOptimizer:
         schedule: str = "constant",
         total_steps: int | None = None,
     ) -> None:
-        if schedule not in DECODER_SCHEDULES:
-            raise ValueError(f"schedule={schedule!r}: allowed are {', '.join(DECODER_SCHEDULES)}")
+        self.schedule = check_choice("schedule", schedule, DECODER_SCHEDULES)
         self.parameters = [p for p in decoder.parameters() if p.requires_grad]
         self.base_lr = float(lr)
         self.warmup_steps = max(int(warmup_steps), 0)
-        self.schedule = schedule
         self.total_steps: int | None = None
         self.steps_taken = 0
         self.optimizer = torch.optim.Adam(self.parameters, lr=self.base_lr)
@@ -119,9 +119,7 @@ class DecoderOptimizer:
 
     def plan(self, total_steps: int) -> None:
         """The number of decoder steps in the run: where the cosine reaches 0."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}: expected an integer >= 1")
-        self.total_steps = total_steps
+        self.total_steps = check_int("total_steps", total_steps, 1)
         self._set_rate()
 
     def _rate(self) -> float:
