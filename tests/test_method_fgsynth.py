@@ -118,6 +118,7 @@ def test_defaults_are_filled_into_the_config() -> None:
         ({"feature_module": 4}, r"method_kwargs\.feature_module=4 is not valid"),
         ({"log_pairs_every_n_epochs": -1}, r"method_kwargs\.log_pairs_every_n_epochs=-1"),
         ({"fgsynth_version": 1}, r"method_kwargs\.fgsynth_version=1 is not this"),
+        ({"pair_negatives": "no"}, r"method_kwargs\.pair_negatives is not a knob of fgsynth"),
         (
             {"var_fracton": 0.2},
             r"method_kwargs\.var_fracton is not a knob.*did you mean 'var_fraction'",
@@ -613,9 +614,13 @@ class BackboneGradients(Callback):
         }
 
 
-@pytest.mark.parametrize("base", ["byol", "simclr"])
+@pytest.mark.parametrize(
+    ("base", "pair_knobs"),
+    [("byol", {}), ("simclr", {}), ("simclr", {"pair_negatives": False})],
+    ids=["byol", "simclr", "simclr-without-negatives"],
+)
 def test_pairs_change_the_backbone_gradient_by_exactly_nu_times_the_pair_loss_gradient(
-    base: str,
+    base: str, pair_knobs: dict
 ) -> None:
     """Step 1 warms the statistics (no pairs yet); at step 2 the run with pairs differs from
     the run without by ``nu * dL_Cp/dtheta``, computed from the very pair loss it used."""
@@ -624,7 +629,7 @@ def test_pairs_change_the_backbone_gradient_by_exactly_nu_times_the_pair_loss_gr
     runs = {}
     for fraction in (0.5, 0.0):
         torch.manual_seed(0)
-        model = build(make_cfg(base, synth_fraction=fraction, nu=nu))
+        model = build(make_cfg(base, synth_fraction=fraction, nu=nu, **pair_knobs))
         if fraction:
             stock_pair_loss = model.pair_loss
 
@@ -667,6 +672,42 @@ def _byol_reference_pair_loss(model, view_a: torch.Tensor, view_b: torch.Tensor)
     return negative_cosine(online(view_a), target(view_b)) + negative_cosine(
         online(view_b), target(view_a)
     )
+
+
+def test_simclr_pair_negatives_must_be_true_or_false() -> None:
+    cfg = make_cfg("simclr", pair_negatives="no")
+    with pytest.raises(ValueError, match=r"method_kwargs\.pair_negatives='no' is not supported"):
+        build(cfg)
+
+
+def test_simclr_pair_negatives_default_to_true_and_are_recorded_among_the_knobs() -> None:
+    from solo_fgsynth.methods.fgsynth import effective_knobs
+
+    assert effective_knobs(make_cfg("simclr"))["pair_negatives"] is True
+    assert effective_knobs(make_cfg("simclr", pair_negatives=False))["pair_negatives"] is False
+    assert "pair_negatives" not in effective_knobs(make_cfg("byol"))
+
+
+def test_simclr_pair_loss_without_negatives_is_each_pairs_cosine_gap_over_temperature() -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build(make_cfg("simclr", pair_negatives=False)).eval()
+    view_a, view_b = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.pair_loss(view_a, view_b)
+        z_a, z_b = model(view_a)["z"], model(view_b)["z"]
+        one_by_one = [model.pair_loss(view_a[i : i + 1], view_b[i : i + 1]) for i in range(3)]
+    by_hand = [(1 - F.cosine_similarity(z_a[i], z_b[i], dim=0)) / 0.2 for i in range(3)]
+    torch.testing.assert_close(ours, torch.stack(by_hand).mean(), rtol=1e-5, atol=1e-6)
+    # no pair meets another: the loss of the batch is the mean of each pair's own
+    torch.testing.assert_close(ours, torch.stack(one_by_one).mean(), rtol=1e-5, atol=1e-6)
+    with_negatives = build(make_cfg("simclr")).eval()
+    with_negatives.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        contrastive = with_negatives.pair_loss(view_a, view_b)
+        alone = [with_negatives.pair_loss(view_a[i : i + 1], view_b[i : i + 1]) for i in range(3)]
+    assert not torch.allclose(contrastive, torch.stack(alone).mean(), atol=1e-3)
 
 
 def test_byol_pair_loss_equals_the_written_out_loss_and_crosses_the_views() -> None:

@@ -36,7 +36,7 @@ from solo_fgsynth.synth import (
     measure_pairs,
 )
 from solo_fgsynth.synth.config import check_knobs
-from solo_fgsynth.validation import check_choice, check_int
+from solo_fgsynth.validation import check_bool, check_choice, check_int
 
 BASES = ("byol", "simclr", "mocov2plus")
 BASE_METHOD_KEYS = {
@@ -50,6 +50,8 @@ ADAPTER_KEYS = (
     "log_pairs_every_n_epochs",
     "fgsynth_version",
 )
+# Knobs of one base's pair loss, with their defaults.
+BASE_PAIR_KNOBS: dict[str, dict[str, Any]] = {"simclr": {"pair_negatives": True}}
 # Backbones whose last feature map is not ``layer4``: solo-learn's wide_resnet pools the
 # output of its final LeakyReLU (after ``bn1``); timm's ConvNeXt pools its last stage.
 DEFAULT_FEATURE_MODULES = {"wide_resnet": "relu", "convnext": "stages.3"}
@@ -111,6 +113,17 @@ def loss_scale(trainer: Any) -> float:
     return float(scaler.get_scale())
 
 
+def pair_alignment_loss(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
+    """``mean_i (1 - cos(z_a_i, z_b_i)) / temperature``: NT-Xent's positive term alone.
+
+    Its gradient on each positive matches NT-Xent's at chance, but no pair is pushed away from
+    another: the decoded images of different pairs share colour and layout rather than class,
+    so telling them apart teaches the encoder those.
+    """
+    cosine = torch.nn.functional.cosine_similarity(z_a, z_b, dim=1)
+    return (1 - cosine).mean() / temperature
+
+
 def synthesized_pair_indexes(num_pairs: int, rank: int, device: torch.device) -> Tensor:
     """SimCLR indexes for ``[views_a; views_b]``: pair i of rank r is ``r * num_pairs + i``.
 
@@ -141,7 +154,7 @@ def _fill_knobs(cfg: omegaconf.DictConfig) -> None:
     base = kwargs.get("base", "byol")
     check_choice("method_kwargs.base", base, BASES)
     allowed = set(FGSynthConfig.__dataclass_fields__) | set(ADAPTER_KEYS)
-    allowed |= set(BASE_METHOD_KEYS[base])
+    allowed |= set(BASE_METHOD_KEYS[base]) | set(BASE_PAIR_KNOBS.get(base, {}))
     check_known_keys(kwargs, allowed, f"fgsynth with base {base!r}")
     knobs = FGSynthConfig().to_dict()
     knobs.update((key, kwargs[key]) for key in knobs if key in kwargs)
@@ -153,6 +166,10 @@ def _fill_knobs(cfg: omegaconf.DictConfig) -> None:
     every = kwargs.get("log_pairs_every_n_epochs", DEFAULT_LOG_PAIRS_EVERY_N_EPOCHS)
     check_int("method_kwargs.log_pairs_every_n_epochs", every, 0, why="0 turns the pair grid off")
     kwargs.log_pairs_every_n_epochs = every
+    for key, default in BASE_PAIR_KNOBS.get(base, {}).items():
+        value = kwargs.get(key, default)
+        check_bool(f"method_kwargs.{key}", value)
+        kwargs[key] = value
 
 
 def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
@@ -165,6 +182,7 @@ def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
     _fill_knobs(cfg)
     kwargs = cfg.method_kwargs
     adapter = [key for key in ADAPTER_KEYS if key != "fgsynth_version"]
+    adapter += list(BASE_PAIR_KNOBS.get(kwargs.base, {}))
     return {key: kwargs[key] for key in [*FGSynthConfig.__dataclass_fields__, *adapter]}
 
 
@@ -332,7 +350,8 @@ class FGSynthBYOL(FGSynthMixin, BYOL):
 
 
 class FGSynthSimCLR(FGSynthMixin, SimCLR):
-    """fgsynth on top of stock SimCLR (NT-Xent over the synthesized pairs)."""
+    """fgsynth on top of stock SimCLR (NT-Xent over the synthesized pairs, or with
+    ``pair_negatives: false`` only their alignment)."""
 
     @staticmethod
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
@@ -340,8 +359,11 @@ class FGSynthSimCLR(FGSynthMixin, SimCLR):
         return add_fgsynth_cfg(SimCLR.add_and_assert_specific_cfg(cfg))
 
     def pair_loss(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        """SimCLR's NT-Xent with each synthesized pair as the positives."""
+        """SimCLR's NT-Xent with each synthesized pair as the positives and the other pairs
+        as negatives; without negatives, :func:`pair_alignment_loss`."""
         z = self(torch.cat([view_a, view_b]))["z"]
+        if not self.knobs["pair_negatives"]:
+            return pair_alignment_loss(*z.chunk(2), temperature=self.temperature)
         indexes = synthesized_pair_indexes(view_a.shape[0], get_rank(), z.device)
         return simclr_loss_func(z, indexes=indexes, temperature=self.temperature)
 
