@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from solo_fgsynth.benchmark.report import (
+    diagnostic_summary,
+    diagnostic_table,
     markdown_table,
     overheads,
     paired_gaps,
@@ -213,6 +215,47 @@ def test_paired_gaps_match_a_hand_computation_and_skip_unpaired_seeds() -> None:
     assert paired_gaps(records[:3], {"fgsynth_byol": "byol"}) == {}
 
 
+def _diagnosed(cell: str, seed: int, share: float, label: float, null: float | None) -> dict:
+    rows = [
+        {
+            "criterion": "all dims (= random)",
+            "nuisance_dominated_share": share,
+            "mean_label_score": label,
+        },
+        {"criterion": "variance", "nuisance_dominated_share": 1.0, "mean_label_score": 0.0},
+    ]
+    if null is not None:
+        rows.append(
+            {
+                "criterion": "pure-noise dims (null)",
+                "nuisance_dominated_share": null,
+                "mean_label_score": 0.0,
+            }
+        )
+    return dict(_record(cell, seed, 40.0, 0.1), diagnosis=rows)
+
+
+def test_the_diagnostic_summary_averages_every_dims_row_and_its_null_over_seeds() -> None:
+    records = [
+        _diagnosed("byol", 0, 0.25, 0.5, 0.75),
+        _diagnosed("byol", 1, 0.75, 0.7, 0.85),
+        _diagnosed("fgsynth_simclr", 0, 0.5, 0.4, None),  # a diagnosis without its null
+        dict(_record("init", 0, 40.0, 0.1), diagnosis=None),  # no diagnosis: left out
+    ]
+    summary = diagnostic_summary(records)
+    assert set(summary) == {"byol", "fgsynth_simclr"}
+    byol = summary["byol"]
+    assert byol["nuisance_dominated_share"]["mean"] == pytest.approx(0.5)
+    assert byol["nuisance_dominated_share"]["std"] == pytest.approx(0.5 / 2**0.5)
+    assert byol["mean_label_score"]["mean"] == pytest.approx(0.6)
+    assert byol["null_nuisance_dominated_share"]["mean"] == pytest.approx(0.8)
+    assert summary["fgsynth_simclr"]["null_nuisance_dominated_share"]["n"] == 0
+    table = diagnostic_table(summary)
+    assert "| byol | 0.500 ± 0.354 | 0.600 ± 0.141 | 0.800 ± 0.071 | 2 |" in table
+    assert "| fgsynth_simclr | 0.500 (n=1) | 0.400 (n=1) | n/a | 1 |" in table
+    assert diagnostic_table({}) == ""
+
+
 def test_a_single_seed_prints_n_equals_1_not_a_zero_spread() -> None:
     summary = summarize([_record("byol", 0, 40.0, 0.10)])
     table = markdown_table(summary, {})
@@ -277,6 +320,8 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
     for name in ("results.md", "accuracy.png", "losses.png", "gradcam.png", "pairs.png"):
         assert (out / name).stat().st_size > 0, name
     assert "fgsynth_byol − byol" in (out / "results.md").read_text()
+    assert set(results["diagnostic"]) == {"init", "byol", "fgsynth_byol"}
+    assert "| factor diagnostic, all feature dims |" in (out / "results.md").read_text()
     assert runs["byol"]["pairs"] is None and init["pairs"] is None
     pairs = runs["fgsynth_byol"]["pairs"]
     for name in (

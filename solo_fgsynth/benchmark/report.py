@@ -107,11 +107,61 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_mean_std(entry: dict[str, float]) -> str:
+def diagnostic_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cell, mean and std over seeds of the factor diagnostic read against its null.
+
+    ``nuisance_dominated_share`` and ``mean_label_score`` of every feature dim, and the share
+    the pure-noise null gives on the same images; cells without a diagnosis are left out.
+    """
+    from solo_fgsynth.diagnose.analysis import ALL_ROW, NULL_ROW
+
+    by_cell: dict[str, list[dict[str, dict[str, Any]]]] = defaultdict(list)
+    for record in records:
+        if record.get("diagnosis"):
+            by_cell[record["cell"]].append({row["criterion"]: row for row in record["diagnosis"]})
+    return {
+        cell: {
+            "nuisance_dominated_share": _mean_std(
+                [rows[ALL_ROW]["nuisance_dominated_share"] for rows in runs]
+            ),
+            "mean_label_score": _mean_std([rows[ALL_ROW]["mean_label_score"] for rows in runs]),
+            "null_nuisance_dominated_share": _mean_std(
+                [
+                    rows[NULL_ROW]["nuisance_dominated_share"] if NULL_ROW in rows else None
+                    for rows in runs
+                ]
+            ),
+        }
+        for cell, runs in by_cell.items()
+    }
+
+
+def diagnostic_table(diagnostic: dict[str, dict[str, Any]]) -> str:
+    """The diagnostic summary as markdown: every dim's shares beside the pure-noise null's."""
+    if not diagnostic:
+        return ""
+    lines = [
+        "",
+        "| factor diagnostic, all feature dims | nuisance-dominated share | mean label R² "
+        "| pure-noise null's share | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for cell, entry in diagnostic.items():
+        null = entry["null_nuisance_dominated_share"]
+        lines.append(
+            f"| {cell} | {format_mean_std(entry['nuisance_dominated_share'], 3)} "
+            f"| {format_mean_std(entry['mean_label_score'], 3)} "
+            f"| {'n/a' if null['mean'] is None else format_mean_std(null, 3)} "
+            f"| {entry['mean_label_score']['n']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def format_mean_std(entry: dict[str, float], digits: int = 2) -> str:
     """``mean ± std`` over seeds; a single seed has no spread, so it prints ``mean (n=1)``."""
     if entry["n"] < 2:
-        return f"{entry['mean']:.2f} (n=1)"
-    return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+        return f"{entry['mean']:.{digits}f} (n=1)"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
 
 
 def _number(value: float | None, digits: int) -> str:

@@ -26,6 +26,8 @@ from solo_fgsynth.benchmark.cell import INIT_METHOD
 from solo_fgsynth.benchmark.fgvr import for_dataset, quoted_table
 from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
+    diagnostic_summary,
+    diagnostic_table,
     gradcam_panel,
     markdown_table,
     overheads,
@@ -284,6 +286,7 @@ def run_benchmark(
     pairs = dict(preset.get("overhead_pairs", {}))
     ratios = overheads(summary, pairs)
     paired = paired_gaps(records, paired_with_base(preset, records))
+    diagnostic = diagnostic_summary(records)
     results = {
         "preset": preset_path.name,
         "settings": preset,
@@ -293,6 +296,7 @@ def run_benchmark(
         "summary": summary,
         "overhead": ratios,
         "paired": paired,
+        "diagnostic": diagnostic,
         "environment": environment(),
         "wall_s": None,
         "cells_wall_s": sum(r.get("wall_s") or 0.0 for r in records),
@@ -300,6 +304,7 @@ def run_benchmark(
     }
     table = f"Evaluated: {checkpoint_label(checkpoint)}.\n\n" + markdown_table(summary, ratios)
     table += paired_table(paired)
+    table += diagnostic_table(diagnostic)
     table += quoted_table(preset.get("quoted", []))
     plot_accuracy(summary, out_dir / "accuracy.png")
     plot_losses(records, out_dir / "losses.png")

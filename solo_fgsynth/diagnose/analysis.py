@@ -25,6 +25,7 @@ from solo_fgsynth.synth.config import CAM_RANKINGS
 from solo_fgsynth.synth.selection import lowest_fraction_mask, ranking_scores
 
 NULL_SEED = 0
+ALL_ROW = "all dims (= random)"
 NULL_ROW = "pure-noise dims (null)"
 
 
@@ -61,7 +62,7 @@ class Diagnosis:
         everything = np.ones_like(self.nuisance_dominated)
         rows = [
             _row(name, mask, self.scores)
-            for name, mask in {"all dims (= random)": everything, **self.selections}.items()
+            for name, mask in {ALL_ROW: everything, **self.selections}.items()
         ]
         if self.null is not None:
             rows.append(_row(NULL_ROW, np.ones_like(self.null["label"], dtype=bool), self.null))
