@@ -674,6 +674,30 @@ def _byol_reference_pair_loss(model, view_a: torch.Tensor, view_b: torch.Tensor)
     )
 
 
+def test_a_checkpoint_of_an_older_fgsynth_version_evaluates_and_a_newer_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    from solo_fgsynth.launch.knn_eval import _trained_model
+    from solo_fgsynth.methods.fgsynth import fgsynth_method
+    from solo_fgsynth.synth import FGSYNTH_VERSION
+
+    cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("simclr"))
+    torch.manual_seed(0)
+    trained = build(cfg)
+    path = tmp_path / "run.ckpt"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    older = copy.deepcopy(cfg)
+    older.method_kwargs.fgsynth_version = FGSYNTH_VERSION - 1
+    model = _trained_model(older, path, "the checkpoint")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, trained.state_dict()[name]), name
+    assert older.method_kwargs.fgsynth_version == FGSYNTH_VERSION - 1  # the recipe is not edited
+    newer = copy.deepcopy(cfg)
+    newer.method_kwargs.fgsynth_version = FGSYNTH_VERSION + 1
+    with pytest.raises(ValueError, match=rf"fgsynth_version={FGSYNTH_VERSION + 1} is not this"):
+        _trained_model(newer, path, "the checkpoint")
+
+
 def test_simclr_pair_negatives_must_be_true_or_false() -> None:
     cfg = make_cfg("simclr", pair_negatives="no")
     with pytest.raises(ValueError, match=r"method_kwargs\.pair_negatives='no' is not supported"):

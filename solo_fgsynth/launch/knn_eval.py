@@ -92,6 +92,10 @@ def _knn_grid(cfg: DictConfig) -> tuple[list[int], list[float], list[str], list[
 def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
     """The method of ``args.json`` with the checkpoint's weights; refused unless they all fit."""
     state = read_lightning_state(ckpt, f"{key}={str(ckpt)!r}")
+    if method_cfg.get("method") == "fgsynth":
+        from solo_fgsynth.methods.fgsynth import evaluable_recipe
+
+        method_cfg = evaluable_recipe(method_cfg)
     model = _method_class(method_cfg.get("method"))(method_cfg)  # a recipe pretraining checked
     misfit = f"{ckpt} does not fit the method its args.json describes"
     load_fitting(model, state, misfit, ignore_unexpected=True)

@@ -147,6 +147,20 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     return cfg
 
 
+def evaluable_recipe(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
+    """A copy of a trained run's config that builds this version's method, to evaluate it.
+
+    An older ``fgsynth_version`` is dropped: evaluation reads the weights only, whose fit is
+    checked key by key when they load, never the knobs whose meaning changed. A newer version
+    stays, to be refused by name.
+    """
+    cfg = copy.deepcopy(cfg)
+    version = cfg.method_kwargs.get("fgsynth_version", FGSYNTH_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version < FGSYNTH_VERSION:
+        del cfg.method_kwargs["fgsynth_version"]
+    return cfg
+
+
 def _fill_knobs(cfg: omegaconf.DictConfig) -> None:
     """Check every knob of ``method_kwargs`` and write the defaults of the unset ones: the one
     place fgsynth's defaults enter a config."""
