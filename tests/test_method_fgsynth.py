@@ -427,7 +427,7 @@ def _simclr_ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     torch.manual_seed(0)
-    model = build(make_cfg("simclr"))
+    model = build(make_cfg("simclr", pair_negatives=True))
     generator = torch.Generator().manual_seed(10 + rank)
     view_a = torch.randn(3, 3, 32, 32, generator=generator)
     view_b = torch.randn(3, 3, 32, 32, generator=generator)
@@ -493,13 +493,13 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     from solo_fgsynth.methods.fgsynth import fgsynth_method
 
     cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
-    assert cfg.method_kwargs.fgsynth_version == 3  # in the config, hence in args.json
+    assert cfg.method_kwargs.fgsynth_version == 4  # in the config, hence in args.json
     trainer = make_trainer(1, max_steps=1)
     trainer.fit(build(cfg), loader())
-    path = tmp_path / "v3.ckpt"
+    path = tmp_path / "v4.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint["fgsynth"]["version"] == 3
+    assert checkpoint["fgsynth"]["version"] == 4
     knobs = checkpoint["fgsynth"]["knobs"]
     assert knobs["strength"] == 0.3 and knobs["cam_ranking"] == "magnitude"
     assert knobs["feature_module"] == "layer4" and knobs["recon_to_encoder"] is False
@@ -525,12 +525,12 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     with pytest.warns(UserWarning, match="resuming an fgsynth version 2 checkpoint"):
         make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v2.ckpt")
 
-    newer = dict(checkpoint, fgsynth={"version": 4, "knobs": knobs})
-    torch.save(newer, tmp_path / "v4.ckpt")
+    newer = dict(checkpoint, fgsynth={"version": 5, "knobs": knobs})
+    torch.save(newer, tmp_path / "v5.ckpt")
     from solo_fgsynth.checkpoints import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"written by fgsynth version 4.*upgrade"):
-        fgsynth_method.load_from_checkpoint(str(tmp_path / "v4.ckpt"), cfg=cfg)
+    with pytest.raises(CheckpointError, match=r"written by fgsynth version 5.*upgrade"):
+        fgsynth_method.load_from_checkpoint(str(tmp_path / "v5.ckpt"), cfg=cfg)
 
 
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:
@@ -616,8 +616,8 @@ class BackboneGradients(Callback):
 
 @pytest.mark.parametrize(
     ("base", "pair_knobs"),
-    [("byol", {}), ("simclr", {}), ("simclr", {"pair_negatives": False})],
-    ids=["byol", "simclr", "simclr-without-negatives"],
+    [("byol", {}), ("simclr", {}), ("simclr", {"pair_negatives": True})],
+    ids=["byol", "simclr", "simclr-with-negatives"],
 )
 def test_pairs_change_the_backbone_gradient_by_exactly_nu_times_the_pair_loss_gradient(
     base: str, pair_knobs: dict
@@ -704,11 +704,11 @@ def test_simclr_pair_negatives_must_be_true_or_false() -> None:
         build(cfg)
 
 
-def test_simclr_pair_negatives_default_to_true_and_are_recorded_among_the_knobs() -> None:
+def test_simclr_pair_negatives_default_to_false_and_are_recorded_among_the_knobs() -> None:
     from solo_fgsynth.methods.fgsynth import effective_knobs
 
-    assert effective_knobs(make_cfg("simclr"))["pair_negatives"] is True
-    assert effective_knobs(make_cfg("simclr", pair_negatives=False))["pair_negatives"] is False
+    assert effective_knobs(make_cfg("simclr"))["pair_negatives"] is False
+    assert effective_knobs(make_cfg("simclr", pair_negatives=True))["pair_negatives"] is True
     assert "pair_negatives" not in effective_knobs(make_cfg("byol"))
 
 
@@ -716,7 +716,7 @@ def test_simclr_pair_loss_without_negatives_is_each_pairs_cosine_gap_over_temper
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    model = build(make_cfg("simclr", pair_negatives=False)).eval()
+    model = build(make_cfg("simclr")).eval()  # no negatives by default
     view_a, view_b = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         ours = model.pair_loss(view_a, view_b)
@@ -726,7 +726,7 @@ def test_simclr_pair_loss_without_negatives_is_each_pairs_cosine_gap_over_temper
     torch.testing.assert_close(ours, torch.stack(by_hand).mean(), rtol=1e-5, atol=1e-6)
     # no pair meets another: the loss of the batch is the mean of each pair's own
     torch.testing.assert_close(ours, torch.stack(one_by_one).mean(), rtol=1e-5, atol=1e-6)
-    with_negatives = build(make_cfg("simclr")).eval()
+    with_negatives = build(make_cfg("simclr", pair_negatives=True)).eval()
     with_negatives.load_state_dict(model.state_dict())
     with torch.no_grad():
         contrastive = with_negatives.pair_loss(view_a, view_b)

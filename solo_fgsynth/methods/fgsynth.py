@@ -51,7 +51,7 @@ ADAPTER_KEYS = (
     "fgsynth_version",
 )
 # Knobs of one base's pair loss, with their defaults.
-BASE_PAIR_KNOBS: dict[str, dict[str, Any]] = {"simclr": {"pair_negatives": True}}
+BASE_PAIR_KNOBS: dict[str, dict[str, Any]] = {"simclr": {"pair_negatives": False}}
 # Backbones whose last feature map is not ``layer4``: solo-learn's wide_resnet pools the
 # output of its final LeakyReLU (after ``bn1``); timm's ConvNeXt pools its last stage.
 DEFAULT_FEATURE_MODULES = {"wide_resnet": "relu", "convnext": "stages.3"}
@@ -340,8 +340,9 @@ class FGSynthMixin:
                 f"resuming an fgsynth version {version} checkpoint with version "
                 f"{FGSYNTH_VERSION}: the weights and statistics load, but the knobs now mean "
                 "something else (Grad-CAM ranked by the mean per-sample magnitude, noise scaled "
-                "per dimension, the decoder trained by its own Adam at decoder_lr); the rest of "
-                "the run is not the run that was started"
+                "per dimension, the decoder trained by its own Adam at decoder_lr, SimCLR's pairs "
+                "without negatives unless pair_negatives is set); the rest of the run is not the "
+                "run that was started"
             )
         if "decoder_optimizer" in saved:
             self.fgsynth.decoder_optimizer.load_state_dict(saved["decoder_optimizer"])
@@ -364,8 +365,8 @@ class FGSynthBYOL(FGSynthMixin, BYOL):
 
 
 class FGSynthSimCLR(FGSynthMixin, SimCLR):
-    """fgsynth on top of stock SimCLR (NT-Xent over the synthesized pairs, or with
-    ``pair_negatives: false`` only their alignment)."""
+    """fgsynth on top of stock SimCLR: each synthesized pair's alignment, or with
+    ``pair_negatives: true`` NT-Xent over the synthesized pairs."""
 
     @staticmethod
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:

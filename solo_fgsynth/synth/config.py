@@ -13,16 +13,18 @@ CRITERIA = ("both", "variance", "gradcam", "random")
 COMBINE_MODES = ("union", "intersection")
 PERTURBATIONS = ("noise", "shuffle", "interpolate")
 CAM_RANKINGS = ("magnitude", "signed", "positive")
-FGSYNTH_VERSION = 3
+FGSYNTH_VERSION = 4
 """Version of what the knobs mean; stored in checkpoints so older ones are recognised.
 
 1: noise scaled by each selected dimension's own std, signed Grad-CAM ranking, pair forward
 updating BatchNorm statistics. 2: noise in units of the median tracked std, Grad-CAM ranked by
-the magnitude of the batch-mean contribution, decoder trained by the SSL optimizer. 3: the
-current meaning (see the README's knob table): Grad-CAM ranked by the mean per-sample
-magnitude, noise scaled by each dimension's own std, interpolate by default (chosen by the v2
-tuning sweep, docs/benchmark.md section 4), decoder trained by its own Adam (at a constant rate
-after warm-up unless ``decoder_schedule`` says cosine).
+the magnitude of the batch-mean contribution, decoder trained by the SSL optimizer. 3: Grad-CAM
+ranked by the mean per-sample magnitude, noise scaled by each dimension's own std, interpolate
+by default (chosen by the v2 tuning sweep, docs/benchmark.md section 4), decoder trained by its
+own Adam (at a constant rate after warm-up unless ``decoder_schedule`` says cosine), SimCLR's
+pairs contrasted with each other. 4: the current meaning (see the README's knob table): as 3,
+but with base simclr each pair's alignment only unless ``pair_negatives`` is set (chosen on the
+tuning data, docs/benchmark.md section 4).
 """
 
 
