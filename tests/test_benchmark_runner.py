@@ -135,6 +135,35 @@ def test_ablations_run_only_on_the_chosen_bases_and_need_one() -> None:
         plan_cells(preset, seeds=[0], ablations=["random"], methods=["byol"])
 
 
+def test_an_ablation_of_one_bases_knob_runs_only_on_the_bases_it_names() -> None:
+    preset = {**TOY_PRESET, "methods": ["fgsynth_byol", "fgsynth_simclr"]}
+    preset["ablation_methods"] = ["fgsynth_byol", "fgsynth_simclr"]
+    preset["ablations"] = {**TOY_PRESET["ablations"], "negatives": ["x=1"]}
+    preset["ablation_only"] = {"negatives": ["fgsynth_simclr"]}
+    cells = plan_cells(preset, seeds=[0], ablations=["random", "negatives"])
+    assert [c["cell"] for c in cells] == [
+        "fgsynth_byol",
+        "fgsynth_simclr",
+        "fgsynth_byol-random",
+        "fgsynth_simclr-random",
+        "fgsynth_simclr-negatives",
+    ]
+    single = plan_cells(preset, seeds=[0], ablations=[], methods=["fgsynth_simclr-negatives"])
+    assert [c["cell"] for c in single] == ["fgsynth_simclr-negatives"]
+    with pytest.raises(UserError, match=r"method\(s\) fgsynth_byol-negatives not in the preset"):
+        plan_cells(preset, seeds=[0], ablations=[], methods=["fgsynth_byol-negatives"])
+    with pytest.raises(
+        UserError, match=r"^--ablations negatives applies only to fgsynth_simclr: none of them"
+    ):
+        plan_cells(preset, seeds=[0], ablations=["negatives"], methods=["fgsynth_byol"])
+    for only, message in (
+        ({"negativ": ["fgsynth_simclr"]}, r"ablation_only names 'negativ': not an ablation"),
+        ({"negatives": ["simclr"]}, r"ablation_only\.negatives names simclr: allowed are"),
+    ):
+        with pytest.raises(UserError, match=message):
+            plan_cells({**preset, "ablation_only": only}, seeds=[0], ablations=[])
+
+
 def test_the_init_cell_reads_the_init_config_and_needs_one() -> None:
     preset = dict(TOY_PRESET, methods=["init", "byol"], init_config="byol")
     cells = plan_cells(preset, seeds=[0], ablations=[])
@@ -321,6 +350,11 @@ def test_benchmark_runs_end_to_end_and_skips_finished_cells(
         assert (out / name).stat().st_size > 0, name
     assert "fgsynth_byol − byol" in (out / "results.md").read_text()
     assert set(results["diagnostic"]) == {"init", "byol", "fgsynth_byol"}
+    from solo_fgsynth.synth import FGSYNTH_VERSION
+
+    assert runs["fgsynth_byol"]["fgsynth"]["version"] == FGSYNTH_VERSION
+    assert runs["fgsynth_byol"]["fgsynth"]["knobs"]["base"] == "byol"
+    assert runs["byol"]["fgsynth"] is None and init["fgsynth"] is None
     assert "| factor diagnostic, all feature dims |" in (out / "results.md").read_text()
     assert runs["byol"]["pairs"] is None and init["pairs"] is None
     pairs = runs["fgsynth_byol"]["pairs"]
@@ -402,6 +436,32 @@ def test_a_finished_training_is_found_so_a_failed_evaluation_never_retrains(
     record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
     (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
     assert finished_training(tmp_path, max_epochs=3) == record
+
+
+def test_a_training_by_another_fgsynth_version_is_not_reused(tmp_path: Path) -> None:
+    import torch
+
+    from solo_fgsynth.benchmark.cell import TRAINING_RECORD, finished_training, trained_fgsynth
+    from solo_fgsynth.benchmark.runner import _stale
+    from solo_fgsynth.synth import FGSYNTH_VERSION
+
+    run = tmp_path / "checkpoints" / "fgsynth" / "offline-ab12"
+    run.mkdir(parents=True)
+    final = run / "fgsynth_byol-seed0-offline-ab12-ep=2.ckpt"
+    record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
+    (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
+    result = {"checkpoint": str(final), "checkpoint_choice": "last"}
+    knobs = {"base": "byol", "nu": 1.0}
+    for version, reused in ((FGSYNTH_VERSION, True), (FGSYNTH_VERSION - 1, False)):
+        saved = {"version": version, "knobs": knobs, "decoder_optimizer": {}}
+        torch.save({"global_step": 66, "state_dict": {}, "fgsynth": saved}, final)
+        assert (finished_training(tmp_path, max_epochs=3) == record) is reused, version
+        assert _stale(result, "last") is not reused, version
+        assert trained_fgsynth(final) == {"version": version, "knobs": knobs}
+    torch.save({"global_step": 66, "state_dict": {}}, final)  # a stock method's checkpoint
+    assert finished_training(tmp_path, max_epochs=3) == record
+    assert trained_fgsynth(final) is None and not _stale(result, "last")
+    assert _stale(result, "best") and not _stale({"checkpoint": None}, "last")
 
 
 def test_a_recovered_cell_prints_its_unknown_cost_as_n_a_and_gets_no_ratio() -> None:

@@ -118,7 +118,7 @@ def test_defaults_are_filled_into_the_config() -> None:
         ({"feature_module": 4}, r"method_kwargs\.feature_module=4 is not valid"),
         ({"log_pairs_every_n_epochs": -1}, r"method_kwargs\.log_pairs_every_n_epochs=-1"),
         ({"fgsynth_version": 1}, r"method_kwargs\.fgsynth_version=1 is not this"),
-        ({"pair_negatives": "no"}, r"method_kwargs\.pair_negatives is not a knob of fgsynth"),
+        ({"pair_negatives": True}, r"pair_negatives is not a knob of fgsynth with base 'byol'"),
         (
             {"var_fracton": 0.2},
             r"method_kwargs\.var_fracton is not a knob.*did you mean 'var_fraction'",
@@ -493,13 +493,13 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     from solo_fgsynth.methods.fgsynth import fgsynth_method
 
     cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("byol", strength=0.3))
-    assert cfg.method_kwargs.fgsynth_version == 4  # in the config, hence in args.json
+    assert cfg.method_kwargs.fgsynth_version == 5  # in the config, hence in args.json
     trainer = make_trainer(1, max_steps=1)
     trainer.fit(build(cfg), loader())
-    path = tmp_path / "v4.ckpt"
+    path = tmp_path / "v5.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint["fgsynth"]["version"] == 4
+    assert checkpoint["fgsynth"]["version"] == 5
     knobs = checkpoint["fgsynth"]["knobs"]
     assert knobs["strength"] == 0.3 and knobs["cam_ranking"] == "magnitude"
     assert knobs["feature_module"] == "layer4" and knobs["recon_to_encoder"] is False
@@ -525,12 +525,12 @@ def test_checkpoints_record_the_version_and_effective_knobs_and_old_ones_are_han
     with pytest.warns(UserWarning, match="resuming an fgsynth version 2 checkpoint"):
         make_trainer(1, max_steps=2).fit(build(cfg), loader(), ckpt_path=tmp_path / "v2.ckpt")
 
-    newer = dict(checkpoint, fgsynth={"version": 5, "knobs": knobs})
-    torch.save(newer, tmp_path / "v5.ckpt")
+    newer = dict(checkpoint, fgsynth={"version": 6, "knobs": knobs})
+    torch.save(newer, tmp_path / "v6.ckpt")
     from solo_fgsynth.checkpoints import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"written by fgsynth version 5.*upgrade"):
-        fgsynth_method.load_from_checkpoint(str(tmp_path / "v5.ckpt"), cfg=cfg)
+    with pytest.raises(CheckpointError, match=r"written by fgsynth version 6.*upgrade"):
+        fgsynth_method.load_from_checkpoint(str(tmp_path / "v6.ckpt"), cfg=cfg)
 
 
 def test_the_pair_grid_reaches_a_csv_logger_folder(tmp_path: Path) -> None:
@@ -674,11 +674,22 @@ def _byol_reference_pair_loss(model, view_a: torch.Tensor, view_b: torch.Tensor)
     )
 
 
+def test_the_changes_told_on_resume_are_those_after_the_checkpoints_version_for_its_base() -> None:
+    from solo_fgsynth.methods.fgsynth import VERSION_CHANGES, WITHDRAWN_VERSIONS, changes_since
+    from solo_fgsynth.synth import FGSYNTH_VERSION
+
+    assert changes_since(FGSYNTH_VERSION, "simclr") == []
+    assert changes_since(3, "byol") == []  # nothing a byol run does changed since 3
+    assert changes_since(3, "simclr") == [VERSION_CHANGES[5][1]]
+    assert changes_since(4, "byol") == [WITHDRAWN_VERSIONS[4]]
+    assert changes_since(2, "mocov2plus") == [VERSION_CHANGES[3][1]]
+
+
 def test_a_checkpoint_of_an_older_fgsynth_version_evaluates_and_a_newer_one_is_refused(
     tmp_path: Path,
 ) -> None:
     from solo_fgsynth.launch.knn_eval import _trained_model
-    from solo_fgsynth.methods.fgsynth import fgsynth_method
+    from solo_fgsynth.methods.fgsynth import OLDEST_EVALUABLE_VERSION, fgsynth_method
     from solo_fgsynth.synth import FGSYNTH_VERSION
 
     cfg = fgsynth_method.add_and_assert_specific_cfg(make_cfg("simclr"))
@@ -686,16 +697,18 @@ def test_a_checkpoint_of_an_older_fgsynth_version_evaluates_and_a_newer_one_is_r
     trained = build(cfg)
     path = tmp_path / "run.ckpt"
     torch.save({"state_dict": trained.state_dict()}, path)
-    older = copy.deepcopy(cfg)
-    older.method_kwargs.fgsynth_version = FGSYNTH_VERSION - 1
+    older = copy.deepcopy(cfg)  # as the oldest evaluable version wrote it: no pair_negatives
+    older.method_kwargs.fgsynth_version = OLDEST_EVALUABLE_VERSION
+    del older.method_kwargs["pair_negatives"]
     model = _trained_model(older, path, "the checkpoint")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, trained.state_dict()[name]), name
-    assert older.method_kwargs.fgsynth_version == FGSYNTH_VERSION - 1  # the recipe is not edited
-    newer = copy.deepcopy(cfg)
-    newer.method_kwargs.fgsynth_version = FGSYNTH_VERSION + 1
-    with pytest.raises(ValueError, match=rf"fgsynth_version={FGSYNTH_VERSION + 1} is not this"):
-        _trained_model(newer, path, "the checkpoint")
+    assert older.method_kwargs.fgsynth_version == OLDEST_EVALUABLE_VERSION  # recipe not edited
+    for version in (OLDEST_EVALUABLE_VERSION - 1, FGSYNTH_VERSION + 1):
+        refused = copy.deepcopy(cfg)
+        refused.method_kwargs.fgsynth_version = version
+        with pytest.raises(ValueError, match=rf"fgsynth_version={version} is not this"):
+            _trained_model(refused, path, "the checkpoint")
 
 
 def test_simclr_pair_negatives_must_be_true_or_false() -> None:
@@ -704,7 +717,7 @@ def test_simclr_pair_negatives_must_be_true_or_false() -> None:
         build(cfg)
 
 
-def test_simclr_pair_negatives_default_to_false_and_are_recorded_among_the_knobs() -> None:
+def test_simclr_pair_negatives_default_to_false_among_the_effective_knobs() -> None:
     from solo_fgsynth.methods.fgsynth import effective_knobs
 
     assert effective_knobs(make_cfg("simclr"))["pair_negatives"] is False
@@ -726,12 +739,14 @@ def test_simclr_pair_loss_without_negatives_is_each_pairs_cosine_gap_over_temper
     torch.testing.assert_close(ours, torch.stack(by_hand).mean(), rtol=1e-5, atol=1e-6)
     # no pair meets another: the loss of the batch is the mean of each pair's own
     torch.testing.assert_close(ours, torch.stack(one_by_one).mean(), rtol=1e-5, atol=1e-6)
+    # with negatives a lone pair has nothing to be contrasted with (NT-Xent 0), a batch has
     with_negatives = build(make_cfg("simclr", pair_negatives=True)).eval()
     with_negatives.load_state_dict(model.state_dict())
     with torch.no_grad():
         contrastive = with_negatives.pair_loss(view_a, view_b)
         alone = [with_negatives.pair_loss(view_a[i : i + 1], view_b[i : i + 1]) for i in range(3)]
-    assert not torch.allclose(contrastive, torch.stack(alone).mean(), atol=1e-3)
+    assert all(float(loss) == pytest.approx(0.0, abs=1e-6) for loss in alone)
+    assert float(contrastive) > 0.1
 
 
 def test_byol_pair_loss_equals_the_written_out_loss_and_crosses_the_views() -> None:

@@ -36,6 +36,7 @@ from solo_fgsynth.metrics import (
     probe_top1,
     retrieval_metrics,
 )
+from solo_fgsynth.synth.config import FGSYNTH_VERSION
 from solo_fgsynth.synth.stats import TRACKED_STATISTICS
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
@@ -192,19 +193,38 @@ TRAINING_RECORD = "training.json"
 _CURVE_LINE = re.compile(r"step (\d+): val linear top-1 ([0-9.]+)")  # also after a progress bar
 
 
+def trained_fgsynth(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The fgsynth version and effective knobs a checkpoint was trained with (None: not fgsynth)."""
+    saved = read_checkpoint(checkpoint).get("fgsynth")
+    if saved is None:
+        return None
+    return {"version": saved.get("version", 1), "knobs": saved.get("knobs", {})}
+
+
+def outdated_fgsynth(checkpoint: str | Path) -> bool:
+    """Whether a checkpoint was trained by another fgsynth version than this one's.
+
+    Such a cell is retrained, never reported under today's name: the knobs meant something else.
+    """
+    trained = trained_fgsynth(checkpoint)
+    return trained is not None and trained["version"] != FGSYNTH_VERSION
+
+
 def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
     """The record of a training that an earlier attempt of this cell finished, if any.
 
     A cell writes ``training.json`` as soon as training ends, so a failure in evaluation never
     costs the training. Without it, a checkpoint of the last epoch still counts: its curve is
-    read from the cell's log, and its step time and memory are unknown (``recovered``).
+    read from the cell's log, and its step time and memory are unknown (``recovered``). A
+    training by another fgsynth version does not count.
     """
     path = cell_dir / TRAINING_RECORD
     if path.is_file():
         record = json.loads(path.read_text())
-        return record if Path(record["checkpoint"]).is_file() else None
+        checkpoint = Path(record["checkpoint"])
+        return record if checkpoint.is_file() and not outdated_fgsynth(checkpoint) else None
     finals = sorted(cell_dir.glob(f"checkpoints/*/*/*-ep={max_epochs - 1}.ckpt"))
-    if not finals:
+    if not finals or outdated_fgsynth(finals[-1]):
         return None
     checkpoint = read_checkpoint(finals[-1])
     log = cell_dir / "log.txt"
@@ -376,6 +396,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": checkpoint,
         "recovered": record.get("recovered", False),
         "pairs": pairs,
+        "fgsynth": None if checkpoint is None else trained_fgsynth(checkpoint),
         "checkpoint_choice": choice,
         "evaluated": checkpoint_label(choice),
     }

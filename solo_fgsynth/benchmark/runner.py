@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
-from solo_fgsynth.benchmark.cell import INIT_METHOD
+from solo_fgsynth.benchmark.cell import INIT_METHOD, outdated_fgsynth
 from solo_fgsynth.benchmark.fgvr import for_dataset, quoted_table
 from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
@@ -97,7 +97,8 @@ def plan_cells(
     supervised reference's own learning rate, say); an fgsynth cell and its ablations share
     their method's. ``methods`` narrows the preset's methods (None: all of them); ablations then
     run only on the preset's ``ablation_methods`` among them, so one base's ablations need no
-    other base. ``methods`` may also name single ablation cells (``fgsynth_byol-random``),
+    other base. ``ablation_only`` restricts an ablation to some of ``ablation_methods`` (a knob
+    one base has). ``methods`` may also name single ablation cells (``fgsynth_byol-random``),
     which run without their fgsynth cell.
     The ``init`` method trains nothing: it evaluates the starting weights the overrides name
     (``backbone.init``) on the data of the preset's ``init_config`` (a method's config).
@@ -114,9 +115,8 @@ def plan_cells(
         raise UserError(f"unknown ablation(s) {', '.join(unknown)}: allowed are {', '.join(known)}")
     chosen = preset["methods"] if methods is None else methods
     allowed = [*preset["methods"], *preset.get("optional_methods", [])]
-    ablation_cells = {
-        f"{base}-{name}": (base, name) for base in preset["ablation_methods"] for name in known
-    }
+    takers = _ablation_takers(preset)
+    ablation_cells = {f"{base}-{name}": (base, name) for name in known for base in takers[name]}
     stray = [name for name in chosen if name not in [*allowed, *ablation_cells]]
     if stray:
         raise UserError(
@@ -140,7 +140,13 @@ def plan_cells(
         )
     entries = [(method, method, None, []) for method in chosen]
     for name in ablations:
-        for base in bases:
+        kept = [base for base in bases if base in takers[name]]
+        if not kept:
+            raise UserError(
+                f"--ablations {name} applies only to {', '.join(takers[name])}: none of them is "
+                f"in --methods (kept: {', '.join(chosen)})"
+            )
+        for base in kept:
             entries.append((f"{base}-{name}", base, name, list(known[name])))
     for base, name in single:
         if (base, name) not in [(entry[1], entry[2]) for entry in entries]:
@@ -165,6 +171,31 @@ def plan_cells(
                 }
             )
     return cells
+
+
+def _ablation_takers(preset: dict[str, Any]) -> dict[str, list[str]]:
+    """Each ablation's fgsynth methods: ``ablation_methods``, or its ``ablation_only`` list."""
+    known = preset.get("ablations", {})
+    only = preset.get("ablation_only", {})
+    for name, bases in only.items():
+        if name not in known:
+            raise UserError(f"ablation_only names {name!r}: not an ablation of the preset")
+        stray = [base for base in bases if base not in preset["ablation_methods"]]
+        if stray:
+            raise UserError(
+                f"ablation_only.{name} names {', '.join(stray)}: allowed are "
+                f"{', '.join(preset['ablation_methods'])}"
+            )
+    return {name: list(only.get(name, preset["ablation_methods"])) for name in known}
+
+
+def _stale(result: dict[str, Any], checkpoint: str) -> bool:
+    """Whether a finished cell must run again: it evaluated another checkpoint choice, or its
+    training is another fgsynth version's."""
+    if result.get("checkpoint_choice", "last") != checkpoint:
+        return True
+    trained = result.get("checkpoint")
+    return trained is not None and Path(trained).is_file() and outdated_fgsynth(trained)
 
 
 def _config_name(preset: dict[str, Any], method: str) -> str:
@@ -274,9 +305,7 @@ def run_benchmark(
         spec["checkpoint_choice"] = checkpoint
         result_path = cell_dir / "result.json"
         progress.set_postfix_str(f"{spec['cell']} seed {spec['seed']}")
-        stale = result_path.is_file() and (
-            json.loads(result_path.read_text()).get("checkpoint_choice", "last") != checkpoint
-        )
+        stale = result_path.is_file() and _stale(json.loads(result_path.read_text()), checkpoint)
         if force or stale or not result_path.is_file():
             cell_dir.mkdir(parents=True, exist_ok=True)
             spec["started_at"] = time.time()

@@ -52,6 +52,20 @@ ADAPTER_KEYS = (
 )
 # Knobs of one base's pair loss, with their defaults.
 BASE_PAIR_KNOBS: dict[str, dict[str, Any]] = {"simclr": {"pair_negatives": False}}
+# What changed at each version, told when a run resumes from an older one: (the bases it
+# concerns, None for all; the change).
+VERSION_CHANGES: dict[int, tuple[tuple[str, ...] | None, str]] = {
+    3: (
+        None,
+        "Grad-CAM ranked by the mean per-sample magnitude, noise scaled per dimension, the "
+        "decoder trained by its own Adam at decoder_lr",
+    ),
+    5: (("simclr",), "SimCLR's pairs without negatives unless pair_negatives is set"),
+}
+# Versions withdrawn since, with what a checkpoint of theirs meets now.
+WITHDRAWN_VERSIONS = {4: "the decoder's schedule defaults to constant again (4 made it cosine)"}
+# The oldest version whose checkpoints hold every tensor this version's method has.
+OLDEST_EVALUABLE_VERSION = 3
 # Backbones whose last feature map is not ``layer4``: solo-learn's wide_resnet pools the
 # output of its final LeakyReLU (after ``bn1``); timm's ConvNeXt pools its last stage.
 DEFAULT_FEATURE_MODULES = {"wide_resnet": "relu", "convnext": "stages.3"}
@@ -116,9 +130,9 @@ def loss_scale(trainer: Any) -> float:
 def pair_alignment_loss(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
     """``mean_i (1 - cos(z_a_i, z_b_i)) / temperature``: NT-Xent's positive term alone.
 
-    Its gradient on each positive matches NT-Xent's at chance, but no pair is pushed away from
-    another: the decoded images of different pairs share colour and layout rather than class,
-    so telling them apart teaches the encoder those.
+    Its gradient pulls each pair together about as NT-Xent's positive term does, but no pair
+    is pushed away from another: decoded images differ mostly in colour and layout, not class,
+    so telling them apart would teach the encoder those.
     """
     cosine = torch.nn.functional.cosine_similarity(z_a, z_b, dim=1)
     return (1 - cosine).mean() / temperature
@@ -147,16 +161,27 @@ def add_fgsynth_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     return cfg
 
 
+def changes_since(version: int, base: str) -> list[str]:
+    """What changed for ``base`` after ``version``, oldest first (empty: nothing did)."""
+    withdrawn = [WITHDRAWN_VERSIONS[version]] if version in WITHDRAWN_VERSIONS else []
+    return withdrawn + [
+        change
+        for number, (bases, change) in sorted(VERSION_CHANGES.items())
+        if number > version and (bases is None or base in bases)
+    ]
+
+
 def evaluable_recipe(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     """A copy of a trained run's config that builds this version's method, to evaluate it.
 
-    An older ``fgsynth_version`` is dropped: evaluation reads the weights only, whose fit is
-    checked key by key when they load, never the knobs whose meaning changed. A newer version
-    stays, to be refused by name.
+    An older ``fgsynth_version`` from :data:`OLDEST_EVALUABLE_VERSION` on is dropped:
+    evaluation reads the weights only, whose fit is checked key by key when they load, never the
+    knobs whose meaning changed. Any other version stays, to be refused by name.
     """
     cfg = copy.deepcopy(cfg)
     version = cfg.method_kwargs.get("fgsynth_version", FGSYNTH_VERSION)
-    if isinstance(version, int) and not isinstance(version, bool) and version < FGSYNTH_VERSION:
+    evaluable = range(OLDEST_EVALUABLE_VERSION, FGSYNTH_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version in evaluable:
         del cfg.method_kwargs["fgsynth_version"]
     return cfg
 
@@ -190,7 +215,7 @@ def effective_knobs(cfg: omegaconf.DictConfig) -> dict[str, Any]:
     """Every fgsynth knob the run uses, defaults included, as saved in checkpoints.
 
     The defaults are the ones :func:`add_fgsynth_cfg` writes, applied to a copy of ``cfg``
-    (whichever version wrote it: an older checkpoint's knobs are read as they were saved).
+    (whichever version wrote it: a knob an older config lacks gets today's default).
     """
     cfg = copy.deepcopy(cfg)
     _fill_knobs(cfg)
@@ -204,7 +229,7 @@ class FGSynthMixin:
     """What fgsynth adds to a stock solo-learn method; combined with each base method below.
 
     Each combination supplies ``pair_loss(view_a, view_b)``: its base method's own loss on a
-    synthesized positive pair.
+    synthesized positive pair (for simclr, by default, only that loss's positive term).
     """
 
     backbone: nn.Module
@@ -335,14 +360,13 @@ class FGSynthMixin:
                 f"this checkpoint was written by fgsynth version {version}; this solo-fgsynth "
                 f"implements version {FGSYNTH_VERSION}: upgrade solo-fgsynth to load it"
             )
-        if version < FGSYNTH_VERSION and self._trainer is not None:  # type: ignore[attr-defined]
+        changes = changes_since(version, self.knobs["base"])
+        if changes and self._trainer is not None:  # type: ignore[attr-defined]
             rank_zero_warn(
                 f"resuming an fgsynth version {version} checkpoint with version "
                 f"{FGSYNTH_VERSION}: the weights and statistics load, but the knobs now mean "
-                "something else (Grad-CAM ranked by the mean per-sample magnitude, noise scaled "
-                "per dimension, the decoder trained by its own Adam at decoder_lr, SimCLR's pairs "
-                "without negatives unless pair_negatives is set); the rest of the run is not the "
-                "run that was started"
+                f"something else ({'; '.join(changes)}); the rest of the run is not the run "
+                "that was started"
             )
         if "decoder_optimizer" in saved:
             self.fgsynth.decoder_optimizer.load_state_dict(saved["decoder_optimizer"])

@@ -13,7 +13,7 @@ CRITERIA = ("both", "variance", "gradcam", "random")
 COMBINE_MODES = ("union", "intersection")
 PERTURBATIONS = ("noise", "shuffle", "interpolate")
 CAM_RANKINGS = ("magnitude", "signed", "positive")
-FGSYNTH_VERSION = 4
+FGSYNTH_VERSION = 5
 """Version of what the knobs mean; stored in checkpoints so older ones are recognised.
 
 1: noise scaled by each selected dimension's own std, signed Grad-CAM ranking, pair forward
@@ -22,9 +22,10 @@ the magnitude of the batch-mean contribution, decoder trained by the SSL optimiz
 ranked by the mean per-sample magnitude, noise scaled by each dimension's own std, interpolate
 by default (chosen by the v2 tuning sweep, docs/benchmark.md section 4), decoder trained by its
 own Adam (at a constant rate after warm-up unless ``decoder_schedule`` says cosine), SimCLR's
-pairs contrasted with each other. 4: the current meaning (see the README's knob table): as 3,
-but with base simclr each pair's alignment only unless ``pair_negatives`` is set (chosen on the
-tuning data, docs/benchmark.md section 4).
+pairs contrasted with each other. 4: withdrawn (for a few commits it made the cosine decoder
+schedule the default; checkpoints of it may exist). 5: the current meaning (see the README's
+knobs): as 3, but with base simclr each pair's alignment only unless ``pair_negatives`` is set
+(chosen on the tuning data, docs/benchmark.md section 4).
 """
 
 
