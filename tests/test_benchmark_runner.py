@@ -462,6 +462,11 @@ def test_a_training_by_another_fgsynth_version_is_not_reused(tmp_path: Path) -> 
     assert finished_training(tmp_path, max_epochs=3) == record
     assert trained_fgsynth(final) is None and not _stale(result, "last")
     assert _stale(result, "best") and not _stale({"checkpoint": None}, "last")
+    final.unlink()  # a result that recorded its version decides without reading the checkpoint
+    for version, reused in ((FGSYNTH_VERSION, True), (FGSYNTH_VERSION - 1, False)):
+        recorded = {**result, "fgsynth": {"version": version, "knobs": knobs}}
+        assert _stale(recorded, "last") is not reused, version
+    assert not _stale({**result, "fgsynth": None}, "last")
 
 
 def test_a_recovered_cell_prints_its_unknown_cost_as_n_a_and_gets_no_ratio() -> None:

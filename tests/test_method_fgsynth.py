@@ -688,7 +688,7 @@ def test_the_changes_told_on_resume_are_those_after_the_checkpoints_version_for_
 def test_a_checkpoint_of_an_older_fgsynth_version_evaluates_and_a_newer_one_is_refused(
     tmp_path: Path,
 ) -> None:
-    from solo_fgsynth.launch.knn_eval import _trained_model
+    from solo_fgsynth.launch.knn_eval import trained_model
     from solo_fgsynth.methods.fgsynth import OLDEST_EVALUABLE_VERSION, fgsynth_method
     from solo_fgsynth.synth import FGSYNTH_VERSION
 
@@ -700,7 +700,7 @@ def test_a_checkpoint_of_an_older_fgsynth_version_evaluates_and_a_newer_one_is_r
     older = copy.deepcopy(cfg)  # as the oldest evaluable version wrote it: no pair_negatives
     older.method_kwargs.fgsynth_version = OLDEST_EVALUABLE_VERSION
     del older.method_kwargs["pair_negatives"]
-    model = _trained_model(older, path, "the checkpoint")
+    model = trained_model(older, path, "the checkpoint")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, trained.state_dict()[name]), name
     assert older.method_kwargs.fgsynth_version == OLDEST_EVALUABLE_VERSION  # recipe not edited
@@ -708,7 +708,7 @@ def test_a_checkpoint_of_an_older_fgsynth_version_evaluates_and_a_newer_one_is_r
         refused = copy.deepcopy(cfg)
         refused.method_kwargs.fgsynth_version = version
         with pytest.raises(ValueError, match=rf"fgsynth_version={version} is not this"):
-            _trained_model(refused, path, "the checkpoint")
+            trained_model(refused, path, "the checkpoint")
 
 
 def test_simclr_pair_negatives_must_be_true_or_false() -> None:

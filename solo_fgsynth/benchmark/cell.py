@@ -270,17 +270,17 @@ def _train(
     return record, training.module
 
 
-def _load_trained(checkpoint: Path) -> nn.Module:
+def load_trained_method(checkpoint: Path) -> nn.Module:
     """The method of a finished cell, rebuilt from its ``args.json`` and checkpoint."""
     from omegaconf import OmegaConf
 
-    from solo_fgsynth.launch.knn_eval import _trained_model
+    from solo_fgsynth.launch.knn_eval import trained_model
 
     method_cfg = OmegaConf.create(json.loads((checkpoint.parent / "args.json").read_text()))
-    return _trained_model(method_cfg, checkpoint, "the cell's checkpoint")
+    return trained_model(method_cfg, checkpoint, "the cell's checkpoint")
 
 
-def _training_view(cfg: Any) -> Any:
+def training_view(cfg: Any) -> Any:
     """One view of the cell's training augmentation (PIL image -> normalised tensor)."""
     from solo.data.pretrain_dataloader import build_transform_pipeline
 
@@ -342,7 +342,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         if record is None:
             record, model = _train(cfg, spec, cell_dir, view, batch)
         else:  # training finished in an earlier attempt: evaluate its checkpoint, do not retrain
-            model = _load_trained(Path(record["checkpoint"]))
+            model = load_trained_method(Path(record["checkpoint"]))
         backbone = model.backbone
         synth = getattr(model, "fgsynth", None)
     backbone = backbone.cpu().float().eval()
@@ -375,7 +375,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             synth,
             datasets.ImageFolder(cfg.data.val_path, transform=view.transform()),
             datasets.ImageFolder(cfg.data.train_path, transform=view.transform()),
-            _training_view(cfg),
+            training_view(cfg),
             cell_dir / "pairs.png",
             headroom_steps=int(spec["eval"].get("headroom_steps", HEADROOM_STEPS)),
         )

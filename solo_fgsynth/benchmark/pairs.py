@@ -45,12 +45,12 @@ PANEL_COLUMNS = (*GRID_COLUMNS, REFERENCE_COLUMN)
 LABEL_HEIGHT = 16
 
 
-def _spread(dataset: Dataset, count: int) -> list[int]:
+def evenly_spaced(dataset: Dataset, count: int) -> list[int]:
     """``count`` indexes spread evenly over ``dataset`` (every class represented)."""
     return np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int).tolist()
 
 
-def _images(dataset: Any, picks: list[int], view: Callable | None) -> Tensor:
+def stacked_images(dataset: Any, picks: list[int], view: Callable | None) -> Tensor:
     """The picked images, each through ``view`` (a PIL -> tensor transform) when given."""
     if view is None:
         return torch.stack([dataset[index][0] for index in picks])
@@ -58,7 +58,7 @@ def _images(dataset: Any, picks: list[int], view: Callable | None) -> Tensor:
 
 
 @torch.no_grad()
-def _train_mode_features(backbone: nn.Module, images: Tensor) -> Tensor:
+def train_mode_features(backbone: nn.Module, images: Tensor) -> Tensor:
     """Pooled features of the train-mode backbone in batches, its BatchNorm statistics kept."""
     backbone.train()
     with frozen_batchnorm_statistics(backbone):
@@ -85,25 +85,25 @@ def measure_cell_pairs(
     synth = synth.cpu().float().eval()
     backbone = backbone.cpu().float()
     generator = torch.Generator().manual_seed(0)
-    picks = _spread(val_images, MEASURED_IMAGES)
-    augmented = _images(val_images, picks, train_view)
+    picks = evenly_spaced(val_images, MEASURED_IMAGES)
+    augmented = stacked_images(val_images, picks, train_view)
     backbone.train()
     with frozen_batchnorm_statistics(backbone):
         train_mode = measure_pairs(synth, backbone, augmented, generator)
     backbone.eval()
-    plain = _images(val_images, picks, None)
+    plain = stacked_images(val_images, picks, None)
     eval_mode = measure_pairs(synth, backbone, plain, generator)
-    headroom_picks = _spread(train_images, HEADROOM_TRAIN_IMAGES)
-    headroom_images = _images(train_images, headroom_picks, train_view)
+    headroom_picks = evenly_spaced(train_images, HEADROOM_TRAIN_IMAGES)
+    headroom_images = stacked_images(train_images, headroom_picks, train_view)
     fresh = fit_fresh_decoder(
-        _train_mode_features(backbone, headroom_images),
+        train_mode_features(backbone, headroom_images),
         headroom_images,
         width=synth.config.decoder_width,
         steps=headroom_steps,
         lr=HEADROOM_LR,
     )
     with torch.no_grad():
-        fresh_decoded = fresh(_train_mode_features(backbone, augmented))
+        fresh_decoded = fresh(train_mode_features(backbone, augmented))
     headroom = recon_r2(fresh_decoded, augmented, POOLED_SIZE)
     backbone.eval()
     rows = np.linspace(0, len(picks) - 1, min(GRID_ROWS, len(picks))).astype(int)

@@ -41,6 +41,7 @@ from solo_fgsynth.benchmark.report import (
 from solo_fgsynth.callbacks import CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.errors import UserError
 from solo_fgsynth.resources import config_dir, scripts_dir
+from solo_fgsynth.synth.config import FGSYNTH_VERSION
 
 PRESET_DIR = scripts_dir() / "benchmark"
 
@@ -194,6 +195,9 @@ def _stale(result: dict[str, Any], checkpoint: str) -> bool:
     training is another fgsynth version's."""
     if result.get("checkpoint_choice", "last") != checkpoint:
         return True
+    if "fgsynth" in result:  # the version the cell read from its checkpoint when it ran
+        recorded = result["fgsynth"]
+        return recorded is not None and recorded["version"] != FGSYNTH_VERSION
     trained = result.get("checkpoint")
     return trained is not None and Path(trained).is_file() and outdated_fgsynth(trained)
 

@@ -89,7 +89,7 @@ def _knn_grid(cfg: DictConfig) -> tuple[list[int], list[float], list[str], list[
     return ks, temperatures, distances, features
 
 
-def _trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
+def trained_model(method_cfg: DictConfig, ckpt: Path, key: str) -> nn.Module:
     """The method of ``args.json`` with the checkpoint's weights; refused unless they all fit."""
     state = read_lightning_state(ckpt, f"{key}={str(ckpt)!r}")
     if method_cfg.get("method") == "fgsynth":
@@ -142,7 +142,7 @@ def run_knn(cfg: DictConfig) -> dict[str, dict[str, float]]:
         if cfg.get("pretrained_feature_extractor") is None:
             key = "the newest checkpoint of pretrained_checkpoint_dir"
         print(follow_recipe(cfg, args_path).summary(), flush=True)
-        model = _trained_model(method_cfg, ckpt, key)
+        model = trained_model(method_cfg, ckpt, key)
     else:
         ckpt = None
         model, method_cfg = starting_weights

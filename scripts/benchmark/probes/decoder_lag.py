@@ -20,8 +20,14 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from solo_fgsynth.benchmark.cell import TRAINING_RECORD, _load_trained, _training_view
-from solo_fgsynth.benchmark.pairs import MEASURED_IMAGES, _images, _spread, _train_mode_features
+from solo_fgsynth.benchmark.cell import TRAINING_RECORD, load_trained_method, training_view
+from solo_fgsynth.benchmark.pairs import (
+    HEADROOM_TRAIN_IMAGES,
+    MEASURED_IMAGES,
+    evenly_spaced,
+    stacked_images,
+    train_mode_features,
+)
 from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
 from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.launch import load_config
@@ -42,16 +48,16 @@ def main() -> None:
     cfg = load_config(str(CONFIGS), spec["config_name"], spec["overrides"])
     prepare_data_cfg(cfg.data, default_cache_dir())
     view = EvalView.of(cfg.augmentations[0])
-    model = _load_trained(Path(record["checkpoint"]))
+    model = load_trained_method(Path(record["checkpoint"]))
     backbone, decoder = model.backbone.cpu().float(), copy.deepcopy(model.fgsynth.decoder).float()
-    train_view = _training_view(cfg)
+    train_view = training_view(cfg)
     val = datasets.ImageFolder(cfg.data.val_path, transform=view.transform())
     train = datasets.ImageFolder(cfg.data.train_path, transform=view.transform())
     torch.manual_seed(0)
-    eval_images = _images(val, _spread(val, MEASURED_IMAGES), train_view)
-    train_images = _images(train, _spread(train, 2048), train_view)
-    eval_features = _train_mode_features(backbone, eval_images)
-    train_features = _train_mode_features(backbone, train_images)
+    eval_images = stacked_images(val, evenly_spaced(val, MEASURED_IMAGES), train_view)
+    train_images = stacked_images(train, evenly_spaced(train, HEADROOM_TRAIN_IMAGES), train_view)
+    eval_features = train_mode_features(backbone, eval_images)
+    train_features = train_mode_features(backbone, train_images)
     adam = torch.optim.Adam(decoder.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(0)
     done = 0
