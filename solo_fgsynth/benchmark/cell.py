@@ -206,7 +206,11 @@ def outdated_fgsynth(checkpoint: str | Path) -> bool:
 
     Such a cell is retrained, never reported under today's name: the knobs meant something else.
     """
-    trained = trained_fgsynth(checkpoint)
+    return another_version(trained_fgsynth(checkpoint))
+
+
+def another_version(trained: dict[str, Any] | None) -> bool:
+    """Whether a ``trained_fgsynth`` record names another fgsynth version than this one's."""
     return trained is not None and trained["version"] != FGSYNTH_VERSION
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
-from solo_fgsynth.benchmark.cell import INIT_METHOD, outdated_fgsynth
+from solo_fgsynth.benchmark.cell import INIT_METHOD, another_version, outdated_fgsynth
 from solo_fgsynth.benchmark.fgvr import for_dataset, quoted_table
 from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
@@ -41,7 +41,6 @@ from solo_fgsynth.benchmark.report import (
 from solo_fgsynth.callbacks import CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.errors import UserError
 from solo_fgsynth.resources import config_dir, scripts_dir
-from solo_fgsynth.synth.config import FGSYNTH_VERSION
 
 PRESET_DIR = scripts_dir() / "benchmark"
 
@@ -196,8 +195,7 @@ def _stale(result: dict[str, Any], checkpoint: str) -> bool:
     if result.get("checkpoint_choice", "last") != checkpoint:
         return True
     if "fgsynth" in result:  # the version the cell read from its checkpoint when it ran
-        recorded = result["fgsynth"]
-        return recorded is not None and recorded["version"] != FGSYNTH_VERSION
+        return another_version(result["fgsynth"])
     trained = result.get("checkpoint")
     return trained is not None and Path(trained).is_file() and outdated_fgsynth(trained)
 
