@@ -412,63 +412,6 @@ def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting(folder
     assert "++data.fgmarks.seed=1" not in quick["overrides"]
 
 
-def test_a_finished_training_is_found_so_a_failed_evaluation_never_retrains(
-    tmp_path: Path,
-) -> None:
-    import torch
-
-    from solo_fgsynth.benchmark.cell import TRAINING_RECORD, finished_training
-
-    assert finished_training(tmp_path, max_epochs=3) is None
-    run = tmp_path / "checkpoints" / "byol" / "offline-ab12"
-    run.mkdir(parents=True)
-    torch.save({"global_step": 60, "state_dict": {}}, run / "byol-seed0-offline-ab12-ep=1.ckpt")
-    assert finished_training(tmp_path, max_epochs=3) is None  # not the last epoch
-    final = run / "byol-seed0-offline-ab12-ep=2.ckpt"
-    torch.save({"global_step": 66, "state_dict": {}}, final)
-    (tmp_path / "log.txt").write_text(
-        "Epoch 0: 50%\rstep 22: val linear top-1 12.50\nstep 44: val linear top-1 20.00\nx\n"
-    )
-    recovered = finished_training(tmp_path, max_epochs=3)
-    assert recovered is not None and recovered["recovered"] is True
-    assert recovered["checkpoint"] == str(final) and recovered["steps"] == 66
-    assert recovered["step_time_s"] is None and recovered["curve"] == [[22, 12.5], [44, 20.0]]
-    record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
-    (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
-    assert finished_training(tmp_path, max_epochs=3) == record
-
-
-def test_a_training_by_another_fgsynth_version_is_not_reused(tmp_path: Path) -> None:
-    import torch
-
-    from solo_fgsynth.benchmark.cell import TRAINING_RECORD, finished_training, trained_fgsynth
-    from solo_fgsynth.benchmark.runner import _stale
-    from solo_fgsynth.synth import FGSYNTH_VERSION
-
-    run = tmp_path / "checkpoints" / "fgsynth" / "offline-ab12"
-    run.mkdir(parents=True)
-    final = run / "fgsynth_byol-seed0-offline-ab12-ep=2.ckpt"
-    record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
-    (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
-    result = {"checkpoint": str(final), "checkpoint_choice": "last"}
-    knobs = {"base": "byol", "nu": 1.0}
-    for version, reused in ((FGSYNTH_VERSION, True), (FGSYNTH_VERSION - 1, False)):
-        saved = {"version": version, "knobs": knobs, "decoder_optimizer": {}}
-        torch.save({"global_step": 66, "state_dict": {}, "fgsynth": saved}, final)
-        assert (finished_training(tmp_path, max_epochs=3) == record) is reused, version
-        assert _stale(result, "last") is not reused, version
-        assert trained_fgsynth(final) == {"version": version, "knobs": knobs}
-    torch.save({"global_step": 66, "state_dict": {}}, final)  # a stock method's checkpoint
-    assert finished_training(tmp_path, max_epochs=3) == record
-    assert trained_fgsynth(final) is None and not _stale(result, "last")
-    assert _stale(result, "best") and not _stale({"checkpoint": None}, "last")
-    final.unlink()  # a result that recorded its version decides without reading the checkpoint
-    for version, reused in ((FGSYNTH_VERSION, True), (FGSYNTH_VERSION - 1, False)):
-        recorded = {**result, "fgsynth": {"version": version, "knobs": knobs}}
-        assert _stale(recorded, "last") is not reused, version
-    assert not _stale({**result, "fgsynth": None}, "last")
-
-
 def test_a_recovered_cell_prints_its_unknown_cost_as_n_a_and_gets_no_ratio() -> None:
     recovered = {**_record("byol", 0, 40.0, 0.1), "step_time_s": None, "peak_memory_mb": None}
     summary = summarize([recovered, _record("fgsynth_byol", 0, 45.0, 0.12)])

@@ -7,7 +7,6 @@ so a finished cell is never redone unless asked and an interrupted one is never 
 from __future__ import annotations
 
 import json
-import re
 import resource
 import statistics
 import sys
@@ -26,8 +25,13 @@ from torchvision import datasets
 from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.backbones.init import init_backbone
 from solo_fgsynth.benchmark.pairs import HEADROOM_STEPS, measure_cell_pairs
+from solo_fgsynth.benchmark.reuse import (
+    RESULT_FILE,
+    TRAINING_RECORD,
+    finished_training,
+    trained_fgsynth,
+)
 from solo_fgsynth.callbacks import BEST_NAME, CHECKPOINT_CHOICES, checkpoint_label
-from solo_fgsynth.checkpoints import read_checkpoint
 from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.metrics import (
     LinearProbe,
@@ -36,7 +40,6 @@ from solo_fgsynth.metrics import (
     probe_top1,
     retrieval_metrics,
 )
-from solo_fgsynth.synth.config import FGSYNTH_VERSION
 from solo_fgsynth.synth.stats import TRACKED_STATISTICS
 
 BASE_LOSS_KEYS = ("train_neg_cos_sim_step", "train_nce_loss_step")
@@ -187,62 +190,6 @@ def _diagnose_cell(
     )
     write_diagnosis(diagnosis, cell_dir, title=cell_dir.name)
     return diagnosis.rows()
-
-
-TRAINING_RECORD = "training.json"
-_CURVE_LINE = re.compile(r"step (\d+): val linear top-1 ([0-9.]+)")  # also after a progress bar
-
-
-def trained_fgsynth(checkpoint: str | Path) -> dict[str, Any] | None:
-    """The fgsynth version and effective knobs a checkpoint was trained with (None: not fgsynth)."""
-    saved = read_checkpoint(checkpoint).get("fgsynth")
-    if saved is None:
-        return None
-    return {"version": saved.get("version", 1), "knobs": saved.get("knobs", {})}
-
-
-def outdated_fgsynth(checkpoint: str | Path) -> bool:
-    """Whether a checkpoint was trained by another fgsynth version than this one's.
-
-    Such a cell is retrained, never reported under today's name: the knobs meant something else.
-    """
-    return another_version(trained_fgsynth(checkpoint))
-
-
-def another_version(trained: dict[str, Any] | None) -> bool:
-    """Whether a ``trained_fgsynth`` record names another fgsynth version than this one's."""
-    return trained is not None and trained["version"] != FGSYNTH_VERSION
-
-
-def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
-    """The record of a training that an earlier attempt of this cell finished, if any.
-
-    A cell writes ``training.json`` as soon as training ends, so a failure in evaluation never
-    costs the training. Without it, a checkpoint of the last epoch still counts: its curve is
-    read from the cell's log, and its step time and memory are unknown (``recovered``). A
-    training by another fgsynth version does not count.
-    """
-    path = cell_dir / TRAINING_RECORD
-    if path.is_file():
-        record = json.loads(path.read_text())
-        checkpoint = Path(record["checkpoint"])
-        return record if checkpoint.is_file() and not outdated_fgsynth(checkpoint) else None
-    finals = sorted(cell_dir.glob(f"checkpoints/*/*/*-ep={max_epochs - 1}.ckpt"))
-    if not finals or outdated_fgsynth(finals[-1]):
-        return None
-    checkpoint = read_checkpoint(finals[-1])
-    log = cell_dir / "log.txt"
-    curve = _CURVE_LINE.findall(log.read_text(errors="replace")) if log.is_file() else []
-    return {
-        "checkpoint": str(finals[-1]),
-        "steps": int(checkpoint["global_step"]),
-        "step_time_s": None,
-        "peak_memory_mb": None,
-        "losses": [],
-        "base_losses": [],
-        "curve": [[int(step), float(top1)] for step, top1 in curve],
-        "recovered": True,
-    }
 
 
 def _train(
@@ -411,7 +358,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     result = run_cell(spec)
     result["wall_s"] = time.time() - spec.get("started_at", time.time())
-    atomic_write_json(Path(spec["cell_dir"]) / "result.json", result)
+    atomic_write_json(Path(spec["cell_dir"]) / RESULT_FILE, result)
     return 0
 
 

@@ -1,7 +1,9 @@
 """The benchmark runner: plans every (method, seed) cell of a preset and runs it.
 
 Each (method, seed) cell is pretrained and evaluated in its own process (see
-:mod:`solo_fgsynth.benchmark.cell`); finished cells are reused unless ``--force``.
+:mod:`solo_fgsynth.benchmark.cell`); a finished cell is reused while its setting and fgsynth
+version are today's (:mod:`solo_fgsynth.benchmark.reuse`), and retrained from scratch on
+``--force``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from solo_fgsynth._io import atomic_write_json, atomic_write_text
 from solo_fgsynth._solo import require_solo
-from solo_fgsynth.benchmark.cell import INIT_METHOD, another_version, outdated_fgsynth
+from solo_fgsynth.benchmark.cell import INIT_METHOD
 from solo_fgsynth.benchmark.fgvr import for_dataset, quoted_table
 from solo_fgsynth.benchmark.pairs import pairs_panel
 from solo_fgsynth.benchmark.report import (
@@ -38,6 +40,7 @@ from solo_fgsynth.benchmark.report import (
     plot_losses,
     summarize,
 )
+from solo_fgsynth.benchmark.reuse import RESULT_FILE, SPEC_FILE, must_run
 from solo_fgsynth.callbacks import CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.errors import UserError
 from solo_fgsynth.resources import config_dir, scripts_dir
@@ -189,17 +192,6 @@ def _ablation_takers(preset: dict[str, Any]) -> dict[str, list[str]]:
     return {name: list(only.get(name, preset["ablation_methods"])) for name in known}
 
 
-def _stale(result: dict[str, Any], checkpoint: str) -> bool:
-    """Whether a finished cell must run again: it evaluated another checkpoint choice, or its
-    training is another fgsynth version's."""
-    if result.get("checkpoint_choice", "last") != checkpoint:
-        return True
-    if "fgsynth" in result:  # the version the cell read from its checkpoint when it ran
-        return another_version(result["fgsynth"])
-    trained = result.get("checkpoint")
-    return trained is not None and Path(trained).is_file() and outdated_fgsynth(trained)
-
-
 def _config_name(preset: dict[str, Any], method: str) -> str:
     """The pretrain config a cell reads: its method's, or ``init_config`` for the init cell."""
     if method != INIT_METHOD:
@@ -260,7 +252,7 @@ class CellFailedError(UserError, RuntimeError):
 
 
 def _run_cell_process(spec: dict[str, Any], log_path: Path) -> None:
-    spec_path = Path(spec["cell_dir"]) / "spec.json"
+    spec_path = Path(spec["cell_dir"]) / SPEC_FILE
     atomic_write_json(spec_path, spec)
     with open(log_path, "a") as log:  # appended: an earlier attempt's log is kept
         completed = subprocess.run(
@@ -305,14 +297,15 @@ def run_benchmark(
         cell_dir = out_dir / "cells" / f"{spec['cell']}-seed{spec['seed']}"
         spec["cell_dir"] = str(cell_dir)
         spec["checkpoint_choice"] = checkpoint
-        result_path = cell_dir / "result.json"
         progress.set_postfix_str(f"{spec['cell']} seed {spec['seed']}")
-        stale = result_path.is_file() and _stale(json.loads(result_path.read_text()), checkpoint)
-        if force or stale or not result_path.is_file():
+        run, set_aside_note = must_run(cell_dir, spec, force)
+        if set_aside_note:
+            progress.write(set_aside_note)
+        if run:
             cell_dir.mkdir(parents=True, exist_ok=True)
             spec["started_at"] = time.time()
             _run_cell_process(spec, cell_dir / "log.txt")
-        records.append(json.loads(result_path.read_text()))
+        records.append(json.loads((cell_dir / RESULT_FILE).read_text()))
     summary = summarize(records)
     pairs = dict(preset.get("overhead_pairs", {}))
     ratios = overheads(summary, pairs)
@@ -385,7 +378,11 @@ def main(argv: list[str]) -> int:
         help="run only these of the preset's methods, or single ablation cells such as "
         "fgsynth_byol-random (without their fgsynth cell)",
     )
-    parser.add_argument("--force", action="store_true", help="re-run finished cells")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain every cell from scratch (an earlier attempt is kept as CELL.replaced-TIME)",
+    )
     parser.add_argument(
         "--checkpoint",
         choices=list(CHECKPOINT_CHOICES),

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from solo_fgsynth.benchmark.cell import TRAINING_RECORD, load_trained_method, training_view
+from solo_fgsynth.benchmark.cell import load_trained_method, training_view
 from solo_fgsynth.benchmark.pairs import (
     HEADROOM_TRAIN_IMAGES,
     MEASURED_IMAGES,
@@ -28,6 +28,7 @@ from solo_fgsynth.benchmark.pairs import (
     stacked_images,
     train_mode_features,
 )
+from solo_fgsynth.benchmark.reuse import TRAINING_RECORD
 from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
 from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.launch import load_config

@@ -1,0 +1,153 @@
+"""Which earlier attempts of a benchmark cell are reused, rerun or set aside, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from solo_fgsynth.benchmark.reuse import (
+    RESULT_FILE,
+    SPEC_FILE,
+    TRAINING_RECORD,
+    finished_training,
+    must_run,
+    stale_result,
+    trained_fgsynth,
+)
+from solo_fgsynth.synth import FGSYNTH_VERSION
+
+
+def test_a_finished_training_is_found_so_a_failed_evaluation_never_retrains(
+    tmp_path: Path,
+) -> None:
+    assert finished_training(tmp_path, max_epochs=3) is None
+    run = tmp_path / "checkpoints" / "byol" / "offline-ab12"
+    run.mkdir(parents=True)
+    torch.save({"global_step": 60, "state_dict": {}}, run / "byol-seed0-offline-ab12-ep=1.ckpt")
+    assert finished_training(tmp_path, max_epochs=3) is None  # not the last epoch
+    final = run / "byol-seed0-offline-ab12-ep=2.ckpt"
+    torch.save({"global_step": 66, "state_dict": {}}, final)
+    (tmp_path / "log.txt").write_text(
+        "Epoch 0: 50%\rstep 22: val linear top-1 12.50\nstep 44: val linear top-1 20.00\nx\n"
+    )
+    recovered = finished_training(tmp_path, max_epochs=3)
+    assert recovered is not None and recovered["recovered"] is True
+    assert recovered["checkpoint"] == str(final) and recovered["steps"] == 66
+    assert recovered["step_time_s"] is None and recovered["curve"] == [[22, 12.5], [44, 20.0]]
+    record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
+    (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
+    assert finished_training(tmp_path, max_epochs=3) == record
+
+
+def test_a_training_by_another_fgsynth_version_is_not_reused(tmp_path: Path) -> None:
+    run = tmp_path / "checkpoints" / "fgsynth" / "offline-ab12"
+    run.mkdir(parents=True)
+    final = run / "fgsynth_byol-seed0-offline-ab12-ep=2.ckpt"
+    record = {"checkpoint": str(final), "steps": 66, "step_time_s": 0.5, "curve": []}
+    (tmp_path / TRAINING_RECORD).write_text(json.dumps(record))
+    result = {"checkpoint": str(final), "checkpoint_choice": "last"}
+    knobs = {"base": "byol", "nu": 1.0}
+    for version, reused in ((FGSYNTH_VERSION, True), (FGSYNTH_VERSION - 1, False)):
+        saved = {"version": version, "knobs": knobs, "decoder_optimizer": {}}
+        torch.save({"global_step": 66, "state_dict": {}, "fgsynth": saved}, final)
+        assert (finished_training(tmp_path, max_epochs=3) == record) is reused, version
+        assert stale_result(result, "last") is not reused, version
+        assert trained_fgsynth(final) == {"version": version, "knobs": knobs}
+    torch.save({"global_step": 66, "state_dict": {}}, final)  # a stock method's checkpoint
+    assert finished_training(tmp_path, max_epochs=3) == record
+    assert trained_fgsynth(final) is None and not stale_result(result, "last")
+    assert stale_result(result, "best") and not stale_result({"checkpoint": None}, "last")
+    final.unlink()  # a result that recorded its version decides without reading the checkpoint
+    for version, reused in ((FGSYNTH_VERSION, True), (FGSYNTH_VERSION - 1, False)):
+        recorded = {**result, "fgsynth": {"version": version, "knobs": knobs}}
+        assert stale_result(recorded, "last") is not reused, version
+    assert not stale_result({**result, "fgsynth": None}, "last")
+
+
+def _attempt(cell_dir: Path, **spec_changes: object) -> dict[str, object]:
+    """A finished attempt of a stock cell (spec, training record, result) and its spec."""
+    cell_dir.mkdir(parents=True)
+    spec = {
+        "cell": "byol",
+        "seed": 0,
+        "config_name": "byol",
+        "config_path": "/one/snapshot/scripts/pretrain/fgmarks",
+        "overrides": ["max_epochs=14", "optimizer.lr=0.01"],
+        "eval": {"batch_size": 256, "knn_k": 20},
+        "cell_dir": str(cell_dir),
+        "checkpoint_choice": "last",
+        "started_at": 1.0,
+        **spec_changes,
+    }
+    (cell_dir / SPEC_FILE).write_text(json.dumps(spec))
+    (cell_dir / TRAINING_RECORD).write_text(json.dumps({"checkpoint": "x.ckpt"}))
+    (cell_dir / RESULT_FILE).write_text(json.dumps({"checkpoint_choice": "last", "fgsynth": None}))
+    return spec
+
+
+def test_a_finished_cell_of_the_same_setting_from_another_snapshot_is_reused(
+    tmp_path: Path,
+) -> None:
+    cell_dir = tmp_path / "cells" / "byol-seed0"
+    spec = _attempt(cell_dir)
+    today = {**spec, "config_path": "/another/snapshot", "started_at": 2.0}
+    assert must_run(cell_dir, today, force=False) == (False, None)
+    assert (cell_dir / RESULT_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"overrides": ["max_epochs=14", "optimizer.lr=0.4"]}, "overrides"),
+        ({"config_name": "simclr"}, "config_name"),
+        ({"checkpoint_choice": "best"}, "checkpoint_choice"),
+    ],
+)
+def test_a_cell_trained_with_another_setting_is_set_aside_whole_and_retrained(
+    tmp_path: Path, change: dict[str, object], named: str
+) -> None:
+    cell_dir = tmp_path / "cells" / "byol-seed0"
+    spec = _attempt(cell_dir)
+    run, note = must_run(cell_dir, {**spec, **change}, force=False)
+    kept = list((tmp_path / "cells").glob("byol-seed0.replaced-*"))
+    assert run and not cell_dir.exists() and len(kept) == 1
+    assert (
+        note == f"byol-seed0: retrained (its {named} changed); {kept[0]} keeps the earlier attempt"
+    )
+    assert {path.name for path in kept[0].iterdir()} == {SPEC_FILE, TRAINING_RECORD, RESULT_FILE}
+
+
+def test_force_sets_every_earlier_attempt_aside_and_two_in_one_second_do_not_collide(
+    tmp_path: Path,
+) -> None:
+    cell_dir = tmp_path / "cells" / "byol-seed0"
+    spec = _attempt(cell_dir)
+    assert must_run(cell_dir, spec, force=True)[0]
+    _attempt(cell_dir)
+    run, note = must_run(cell_dir, spec, force=True)
+    assert run and note is not None and "retrained (--force)" in note
+    assert len(list((tmp_path / "cells").glob("byol-seed0.replaced-*"))) == 2
+
+
+def test_a_cell_evaluated_with_other_settings_reruns_but_keeps_its_training(
+    tmp_path: Path,
+) -> None:
+    cell_dir = tmp_path / "cells" / "byol-seed0"
+    spec = _attempt(cell_dir)
+    assert must_run(cell_dir, {**spec, "eval": {"batch_size": 256, "knn_k": 10}}, False) == (
+        True,
+        None,
+    )
+    assert (cell_dir / TRAINING_RECORD).is_file()
+
+
+def test_an_interrupted_cell_of_the_same_setting_runs_again_in_place(tmp_path: Path) -> None:
+    cell_dir = tmp_path / "cells" / "byol-seed0"
+    spec = _attempt(cell_dir)
+    (cell_dir / RESULT_FILE).unlink()
+    assert must_run(cell_dir, spec, force=False) == (True, None)
+    assert (cell_dir / TRAINING_RECORD).is_file()
+    assert must_run(tmp_path / "cells" / "never-ran", spec, force=True) == (True, None)
