@@ -412,6 +412,43 @@ def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting(folder
     assert "++data.fgmarks.seed=1" not in quick["overrides"]
 
 
+# the SGD rate each calibration round trained each method at (docs/benchmark.md, section 3)
+CALIBRATION_RATES = {
+    "a": dict.fromkeys(["init", "supcon", "byol", "simclr"], "0.01"),
+    "b": dict.fromkeys(["supcon", "byol", "simclr"], "0.05"),
+    "d": {"supcon": "0.2"},
+    "e": dict.fromkeys(["supcon", "byol", "simclr"], "0.2"),
+    "f": dict.fromkeys(["supcon", "byol", "simclr"], "0.1"),
+    "g": dict.fromkeys(["supcon", "byol", "simclr"], "0.15"),
+    "i": {"supcon": "0.3"},
+    "i2": {"supcon": "0.4"},
+    "j": {"supcon": "0.4"},
+}
+
+
+def test_every_shipped_calibration_round_is_checked_below() -> None:
+    rounds = (REPO / "scripts" / "benchmark" / "calibration").glob("*.yaml")
+    assert sorted(path.stem for path in rounds) == sorted(CALIBRATION_RATES)
+
+
+@pytest.mark.parametrize("name", sorted(CALIBRATION_RATES))
+def test_a_calibration_round_replans_its_methods_at_the_rates_it_ran_and_no_fgsynth(
+    name: str,
+) -> None:
+    preset = load_preset(REPO / "scripts" / "benchmark" / "calibration" / f"{name}.yaml")
+    cells = plan_cells(preset, list(preset["seeds"]), [])
+    quick = load_preset(REPO / "scripts" / "benchmark" / "quick.yaml")
+    rates = {}
+    for cell in cells:
+        assert cell["overrides"][: len(quick["overrides"])] == quick["overrides"]
+        rates[cell["method"]] = next(
+            item.split("=", 1)[1]
+            for item in reversed(cell["overrides"])
+            if item.startswith("optimizer.lr=")
+        )
+    assert rates == CALIBRATION_RATES[name]
+
+
 def test_a_recovered_cell_prints_its_unknown_cost_as_n_a_and_gets_no_ratio() -> None:
     recovered = {**_record("byol", 0, 40.0, 0.1), "step_time_s": None, "peak_memory_mb": None}
     summary = summarize([recovered, _record("fgsynth_byol", 0, 45.0, 0.12)])
