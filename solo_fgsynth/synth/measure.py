@@ -42,7 +42,8 @@ def pairs_grid(
 
     Inputs are normalized images (N x 3 x H x W); ``mean``/``std`` undo the normalization.
     The difference is ``|D(z) - D(z')|`` averaged over colour, scaled so the largest value in
-    the grid is white: it shows where the pair differs, not how much. ``reference`` (e.g. a
+    each row is white: it shows where each pair differs, not how much (a pair with a small
+    interpolation weight shows its pattern too). ``reference`` (e.g. a
     fresh decoder's reconstruction of the same features) adds a fifth column: what the
     features allow, beside what the method's decoder makes of them.
     """
@@ -64,7 +65,8 @@ def pairs_grid(
 
     difference = (decoded.detach().float() - decoded_perturbed.detach().float()).abs().cpu()
     difference = difference.mean(dim=1, keepdim=True)
-    difference = (difference / difference.max().clamp_min(1e-12)).expand_as(images.cpu())
+    largest = difference.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    difference = (difference / largest).expand_as(images.cpu())
     columns = [to_pixels(images), to_pixels(decoded), to_pixels(decoded_perturbed), difference]
     if reference is not None:
         columns.append(to_pixels(reference))
