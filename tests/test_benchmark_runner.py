@@ -412,6 +412,43 @@ def test_the_shipped_cpu_and_tuning_presets_keep_the_frozen_quick_setting(folder
     assert "++data.fgmarks.seed=1" not in quick["overrides"]
 
 
+def test_the_runner_retrains_a_cell_whose_preset_changed_and_says_where_the_old_one_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from solo_fgsynth.benchmark import runner
+
+    trained = []
+
+    def cell_process(argv: list[str], **_: object) -> SimpleNamespace:
+        """Stands in for the cell's process: records what it trained with, as a result."""
+        spec = json.loads(Path(argv[-1]).read_text())
+        trained.append(spec["overrides"])
+        record = {
+            **_record(spec["cell"], spec["seed"], 50.0, 0.1),
+            "method": spec["method"],
+            "overrides": spec["overrides"],
+            **{"losses": [1.0], "base_losses": [], "curve": []},
+        }
+        (Path(spec["cell_dir"]) / "result.json").write_text(json.dumps(record))
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(runner, "subprocess", SimpleNamespace(run=cell_process, STDOUT=-2))
+    preset = {**TOY_PRESET, "methods": ["byol"], "overrides": ["max_epochs=1"]}
+    preset_path, out = tmp_path / "toy.yaml", tmp_path / "out"
+    for overrides in (["max_epochs=1"], ["max_epochs=1"], ["max_epochs=2"]):
+        preset_path.write_text(OmegaConf.to_yaml({**preset, "overrides": overrides}))
+        results = runner.run_benchmark(preset_path, out, None, [], False)
+    assert trained == [["max_epochs=1"], ["max_epochs=2"]]  # the second run reused the cell
+    assert results["runs"][0]["overrides"] == ["max_epochs=2"]
+    kept = sorted(path.name for path in (out / "cells").iterdir())
+    assert len(kept) == 2 and kept[0] == "byol-seed0" and kept[1].startswith("byol-seed0.replaced-")
+    assert f"byol-seed0: retrained (its overrides changed); {out / 'cells' / kept[1]}" in (
+        capsys.readouterr().err
+    )
+
+
 # the SGD rate each calibration round trained each method at (docs/benchmark.md, section 3)
 CALIBRATION_RATES = {
     "a": dict.fromkeys(["init", "supcon", "byol", "simclr"], "0.01"),
@@ -444,7 +481,7 @@ def test_a_calibration_round_replans_its_methods_at_the_rates_it_ran_and_no_fgsy
         rates[cell["method"]] = next(
             item.split("=", 1)[1]
             for item in reversed(cell["overrides"])
-            if item.startswith("optimizer.lr=")
+            if item.lstrip("+").startswith("optimizer.lr=")
         )
     assert rates == CALIBRATION_RATES[name]
 

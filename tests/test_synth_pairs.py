@@ -167,16 +167,18 @@ def test_pairs_png_with_a_reference_has_a_fifth_column_of_those_images() -> None
 
 
 def test_each_pairs_row_scales_its_own_difference_so_a_small_one_still_shows_white() -> None:
-    images, decoded = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    images, decoded = torch.zeros(3, 3, 8, 8), torch.zeros(3, 3, 8, 8)
     perturbed = decoded.clone()
     perturbed[0, :, 0, 0] = 10.0  # a large difference in the first row's corner
     perturbed[1, :, 7, 7] = 0.01  # a 1000x smaller one in the second row's opposite corner
     perturbed[1, :, 0, 0] = 0.005  # half of it
+    perturbed[2, :, 3, 3] = 1e-7  # round-off in the third row
     grid = pairs_grid(images, decoded, perturbed, [0.5] * 3, [0.25] * 3)
-    first, second = grid[0, 2:10, 3 * 10 + 2 : 4 * 10], grid[0, 12:20, 3 * 10 + 2 : 4 * 10]
+    first, second, third = (grid[0, 2 + 10 * row : 10 + 10 * row, 32:40] for row in range(3))
     assert first[0, 0] == 1.0 and first.sum() == 1.0
     assert second[7, 7] == 1.0 and second[0, 0] == pytest.approx(0.5)
     assert second.sum() == pytest.approx(1.5)
+    assert third.max() == pytest.approx(1e-3)  # under the floor: black, not white
 
 
 def test_pairs_grid_names_a_reference_of_another_shape() -> None:

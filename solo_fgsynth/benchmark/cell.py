@@ -26,6 +26,7 @@ from solo_fgsynth._io import atomic_write_json
 from solo_fgsynth.backbones.init import init_backbone
 from solo_fgsynth.benchmark.pairs import HEADROOM_STEPS, measure_cell_pairs
 from solo_fgsynth.benchmark.reuse import (
+    CHECKPOINT_FOLDER,
     RESULT_FILE,
     TRAINING_RECORD,
     finished_training,
@@ -277,7 +278,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         *(best if selection else []),
         f"++seed={spec['seed']}",
         f"++name={spec['cell']}-seed{spec['seed']}",
-        f"++checkpoint.dir={cell_dir / 'checkpoints'}",
+        f"++checkpoint.dir={cell_dir / CHECKPOINT_FOLDER}",
         "++wandb.enabled=False",
         "++auto_resume.enabled=False",
     ]

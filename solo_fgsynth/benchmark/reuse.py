@@ -1,9 +1,10 @@
 """What an earlier attempt of a benchmark cell may lend to this run, and what it may not.
 
-A cell's numbers depend on its code's fgsynth version, its training setting (method config,
-overrides, checkpoint choice, seed) and its evaluation settings. A finished result is reused
-only when all of them are today's; a finished training (an attempt that died in evaluation)
-only when its setting and version are; anything else is set aside and the cell runs again.
+A cell's numbers depend on its code's fgsynth version, its training setting (method config
+name, overrides, checkpoint choice, learning-curve cadence, seed) and its evaluation settings.
+A finished result is reused only when all of them are today's; a finished training (an attempt
+that died in evaluation) only when its setting and version are; an attempt trained otherwise is
+set aside whole, kept beside the cell, and the cell runs again.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from solo_fgsynth.synth.config import FGSYNTH_VERSION
 TRAINING_RECORD = "training.json"
 RESULT_FILE = "result.json"
 SPEC_FILE = "spec.json"
+CHECKPOINT_FOLDER = "checkpoints"  # a cell's checkpoint.dir, inside its folder
 _CURVE_LINE = re.compile(r"step (\d+): val linear top-1 ([0-9.]+)")  # also after a progress bar
-# what a cell trains with; its folder name carries the method, ablation and seed
-TRAINING_KEYS = ("config_name", "overrides", "checkpoint_choice")
 
 
 def trained_fgsynth(checkpoint: str | Path) -> dict[str, Any] | None:
@@ -57,9 +57,10 @@ def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
     path = cell_dir / TRAINING_RECORD
     if path.is_file():
         record = json.loads(path.read_text())
-        checkpoint = Path(record["checkpoint"])
+        checkpoint = cell_checkpoint(cell_dir, record["checkpoint"])
+        record["checkpoint"] = str(checkpoint)
         return record if checkpoint.is_file() and not outdated_fgsynth(checkpoint) else None
-    finals = sorted(cell_dir.glob(f"checkpoints/*/*/*-ep={max_epochs - 1}.ckpt"))
+    finals = sorted(cell_dir.glob(f"{CHECKPOINT_FOLDER}/*/*/*-ep={max_epochs - 1}.ckpt"))
     if not finals or outdated_fgsynth(finals[-1]):
         return None
     checkpoint = read_checkpoint(finals[-1])
@@ -77,37 +78,83 @@ def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
     }
 
 
-def stale_result(result: dict[str, Any], checkpoint: str) -> bool:
-    """Whether a finished cell must run again: it evaluated another checkpoint choice, or its
-    training is another fgsynth version's."""
-    if result.get("checkpoint_choice", "last") != checkpoint:
-        return True
+def outdated_result(result: dict[str, Any], cell_dir: Path) -> bool:
+    """Whether a finished cell's training is another fgsynth version's."""
     if "fgsynth" in result:  # the version the cell read from its checkpoint when it ran
         return another_version(result["fgsynth"])
     trained = result.get("checkpoint")
-    return trained is not None and Path(trained).is_file() and outdated_fgsynth(trained)
+    if trained is None:
+        return False
+    checkpoint = cell_checkpoint(cell_dir, trained)
+    return checkpoint.is_file() and outdated_fgsynth(checkpoint)
 
 
-def must_run(cell_dir: Path, spec: dict[str, Any], force: bool) -> tuple[bool, str | None]:
-    """Whether a cell runs (False: its finished result stands), and a line saying what earlier
-    attempt was set aside for it, if one was.
+def cell_checkpoint(cell_dir: Path, recorded: str) -> Path:
+    """A checkpoint a cell's record names, looked up in the cell's folder as it is now, so a
+    folder set aside or moved keeps its records usable."""
+    parts = Path(recorded).parts
+    if CHECKPOINT_FOLDER not in parts:
+        return Path(recorded)
+    last = len(parts) - 1 - parts[::-1].index(CHECKPOINT_FOLDER)
+    return cell_dir.joinpath(*parts[last:])
 
-    An attempt trained with another setting (``TRAINING_KEYS``), or any attempt under
-    ``force``, is set aside so nothing of its training is picked up; a finished result is rerun
-    (its training reused) when it evaluated otherwise or is another fgsynth version's.
+
+def training_setting(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a cell's training depends on besides its code and its folder's name (method,
+    ablation, seed); a spec written before a key existed gets the value it meant.
+
+    The snapshot's ``config_path`` is left out (one setting runs from many snapshots); edits
+    to the method config file itself are not seen, only which config a cell names.
     """
-    spec_path, result_path = cell_dir / SPEC_FILE, cell_dir / RESULT_FILE
-    earlier = json.loads(spec_path.read_text()) if spec_path.is_file() else None
-    changed = [key for key in TRAINING_KEYS if earlier and earlier.get(key) != spec.get(key)]
-    if cell_dir.exists() and (force or changed):
-        why = "--force" if force else f"its {', '.join(changed)} changed"
+    return {
+        "config_name": spec.get("config_name"),
+        "overrides": spec.get("overrides"),
+        "checkpoint_choice": spec.get("checkpoint_choice", "last"),
+        # the learning curve probes during training, from its random state
+        "curve_every": int(spec.get("eval", {}).get("curve_every", 0)),
+    }
+
+
+def _evaluation_setting(spec: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in spec.get("eval", {}).items() if key != "curve_every"}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def prepare_cell(cell_dir: Path, spec: dict[str, Any], force: bool) -> tuple[bool, str | None]:
+    """Whether a cell runs (False: its finished result stands), and a line naming the earlier
+    attempt set aside for it, if one was.
+
+    An attempt trained otherwise (``training_setting``, another fgsynth version) or any attempt
+    under ``force`` is moved aside whole, so nothing of its training is picked up. A finished
+    cell evaluated with other ``eval`` settings loses its result (never reused if the new
+    evaluation fails) and keeps its training; an interrupted one keeps what it finished.
+    """
+    earlier, result = _read(cell_dir / SPEC_FILE), _read(cell_dir / RESULT_FILE)
+    training = _read(cell_dir / TRAINING_RECORD)
+    setting = training_setting(spec)
+    before = {} if earlier is None else training_setting(earlier)
+    if earlier is None and result is not None:  # a result from before specs were kept
+        before = {"checkpoint_choice": result.get("checkpoint_choice", "last")}
+    changed = [key for key, value in before.items() if value != setting[key]]
+    reasons = ["--force"] if force else []
+    reasons += [f"its {', '.join(changed)} changed"] if changed else []
+    outdated = (result is not None and outdated_result(result, cell_dir)) or (
+        training is not None and outdated_result({"checkpoint": training["checkpoint"]}, cell_dir)
+    )
+    reasons += ["trained by another fgsynth version"] if outdated else []
+    if reasons and cell_dir.exists():
         kept = set_aside(cell_dir)
+        why = "; ".join(reasons)
         return True, f"{cell_dir.name}: retrained ({why}); {kept} keeps the earlier attempt"
-    if not result_path.is_file():
+    if result is None:
         return True, None
-    result = json.loads(result_path.read_text())
-    evaluated_otherwise = earlier is not None and earlier.get("eval") != spec.get("eval")
-    return evaluated_otherwise or stale_result(result, spec["checkpoint_choice"]), None
+    if earlier is not None and _evaluation_setting(earlier) != _evaluation_setting(spec):
+        (cell_dir / RESULT_FILE).unlink()
+        return True, None
+    return False, None
 
 
 def set_aside(cell_dir: Path) -> Path:

@@ -40,7 +40,7 @@ from solo_fgsynth.benchmark.report import (
     plot_losses,
     summarize,
 )
-from solo_fgsynth.benchmark.reuse import RESULT_FILE, SPEC_FILE, must_run
+from solo_fgsynth.benchmark.reuse import RESULT_FILE, SPEC_FILE, prepare_cell
 from solo_fgsynth.callbacks import CHECKPOINT_CHOICES, checkpoint_label
 from solo_fgsynth.errors import UserError
 from solo_fgsynth.resources import config_dir, scripts_dir
@@ -298,9 +298,9 @@ def run_benchmark(
         spec["cell_dir"] = str(cell_dir)
         spec["checkpoint_choice"] = checkpoint
         progress.set_postfix_str(f"{spec['cell']} seed {spec['seed']}")
-        run, set_aside_note = must_run(cell_dir, spec, force)
+        run, set_aside_note = prepare_cell(cell_dir, spec, force)
         if set_aside_note:
-            progress.write(set_aside_note)
+            progress.write(set_aside_note, file=sys.stderr)
         if run:
             cell_dir.mkdir(parents=True, exist_ok=True)
             spec["started_at"] = time.time()

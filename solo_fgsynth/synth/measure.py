@@ -28,6 +28,7 @@ from solo_fgsynth.synth.synthesizer import FGSynth
 
 GRID_COLUMNS = ("image", "D(z)", "D(z')", "difference")
 REFERENCE_COLUMN = "fresh D(z)"
+DIFFERENCE_FLOOR = 1e-4  # in normalized units: under it a pair's difference is round-off
 
 
 def pairs_grid(
@@ -43,9 +44,9 @@ def pairs_grid(
     Inputs are normalized images (N x 3 x H x W); ``mean``/``std`` undo the normalization.
     The difference is ``|D(z) - D(z')|`` averaged over colour, scaled so the largest value in
     each row is white: it shows where each pair differs, not how much (a pair with a small
-    interpolation weight shows its pattern too). ``reference`` (e.g. a
-    fresh decoder's reconstruction of the same features) adds a fifth column: what the
-    features allow, beside what the method's decoder makes of them.
+    interpolation weight shows its pattern too; a difference of round-off stays black).
+    ``reference`` (e.g. a fresh decoder's reconstruction of the same features) adds a fifth
+    column: what the features allow, beside what the method's decoder makes of them.
     """
     shapes = [images.shape, decoded.shape, decoded_perturbed.shape]
     if reference is not None:
@@ -65,7 +66,8 @@ def pairs_grid(
 
     difference = (decoded.detach().float() - decoded_perturbed.detach().float()).abs().cpu()
     difference = difference.mean(dim=1, keepdim=True)
-    largest = difference.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    # a floor far above float round-off: a pair decoded to the same image shows black
+    largest = difference.amax(dim=(1, 2, 3), keepdim=True).clamp_min(DIFFERENCE_FLOOR)
     difference = (difference / largest).expand_as(images.cpu())
     columns = [to_pixels(images), to_pixels(decoded), to_pixels(decoded_perturbed), difference]
     if reference is not None:

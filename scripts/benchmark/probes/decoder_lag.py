@@ -28,7 +28,7 @@ from solo_fgsynth.benchmark.pairs import (
     stacked_images,
     train_mode_features,
 )
-from solo_fgsynth.benchmark.reuse import TRAINING_RECORD
+from solo_fgsynth.benchmark.reuse import SPEC_FILE, TRAINING_RECORD, cell_checkpoint
 from solo_fgsynth.data import default_cache_dir, prepare_data_cfg
 from solo_fgsynth.data.views import EvalView
 from solo_fgsynth.launch import load_config
@@ -44,12 +44,12 @@ def main() -> None:
     parser.add_argument("cell_dir", type=Path)
     parser.add_argument("--lr", type=float, default=2e-5, help="Adam rate of the extra steps")
     args = parser.parse_args()
-    spec = json.loads((args.cell_dir / "spec.json").read_text())
+    spec = json.loads((args.cell_dir / SPEC_FILE).read_text())
     record = json.loads((args.cell_dir / TRAINING_RECORD).read_text())
     cfg = load_config(str(CONFIGS), spec["config_name"], spec["overrides"])
     prepare_data_cfg(cfg.data, default_cache_dir())
     view = EvalView.of(cfg.augmentations[0])
-    model = load_trained_method(Path(record["checkpoint"]))
+    model = load_trained_method(cell_checkpoint(args.cell_dir, record["checkpoint"]))
     backbone, decoder = model.backbone.cpu().float(), copy.deepcopy(model.fgsynth.decoder).float()
     train_view = training_view(cfg)
     val = datasets.ImageFolder(cfg.data.val_path, transform=view.transform())
