@@ -166,6 +166,10 @@ def test_a_cell_trained_by_another_fgsynth_version_is_set_aside_finished_or_not(
         saved = {"version": FGSYNTH_VERSION - 1, "knobs": {}}
         torch.save({"global_step": 66, "state_dict": {}, "fgsynth": saved}, final)
         (cell_dir / TRAINING_RECORD).write_text(json.dumps({"checkpoint": str(final)}))
+        if finished:  # a result names the version it read, so the checkpoint is not read
+            result = {"checkpoint": str(final), "fgsynth": saved}
+            (cell_dir / RESULT_FILE).write_text(json.dumps(result))
+            final.unlink()
         run, note = prepare_cell(cell_dir, spec, force=False)
         assert run and note is not None and "(trained by another fgsynth version)" in note
         assert not cell_dir.exists()

@@ -141,9 +141,8 @@ def prepare_cell(cell_dir: Path, spec: dict[str, Any], force: bool) -> tuple[boo
     changed = [key for key, value in before.items() if value != setting[key]]
     reasons = ["--force"] if force else []
     reasons += [f"its {', '.join(changed)} changed"] if changed else []
-    outdated = (result is not None and outdated_result(result, cell_dir)) or (
-        training is not None and outdated_result({"checkpoint": training["checkpoint"]}, cell_dir)
-    )
+    trained = result if result is not None else training  # a result names its version
+    outdated = trained is not None and outdated_result(trained, cell_dir)
     reasons += ["trained by another fgsynth version"] if outdated else []
     if reasons and cell_dir.exists():
         kept = set_aside(cell_dir)
