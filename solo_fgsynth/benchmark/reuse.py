@@ -79,7 +79,8 @@ def finished_training(cell_dir: Path, max_epochs: int) -> dict[str, Any] | None:
 
 
 def outdated_result(result: dict[str, Any], cell_dir: Path) -> bool:
-    """Whether a finished cell's training is another fgsynth version's."""
+    """Whether a cell's record (its result, or its training record) names a training by
+    another fgsynth version."""
     if "fgsynth" in result:  # the version the cell read from its checkpoint when it ran
         return another_version(result["fgsynth"])
     trained = result.get("checkpoint")
