@@ -429,7 +429,9 @@ def test_the_runner_retrains_a_cell_whose_preset_changed_and_says_where_the_old_
             **_record(spec["cell"], spec["seed"], 50.0, 0.1),
             "method": spec["method"],
             "overrides": spec["overrides"],
-            **{"losses": [1.0], "base_losses": [], "curve": []},
+            "losses": [1.0],
+            "base_losses": [],
+            "curve": [],
         }
         (Path(spec["cell_dir"]) / "result.json").write_text(json.dumps(record))
         return SimpleNamespace(returncode=0)
